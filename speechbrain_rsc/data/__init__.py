@@ -1,0 +1,1 @@
+"""ICBHI parsing, cycle cutting, prompts and the synthetic dataset."""
