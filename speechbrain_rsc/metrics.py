@@ -69,7 +69,9 @@ def score_from_confusion(matrix):
 
     Example
     -------
-    >>> m = torch.tensor([[5, 0, 0, 0], [2, 1, 0, 0], [0, 0, 0, 1], [0, 0, 0, 1]])
+    >>> m = torch.tensor(
+    ...     [[5, 0, 0, 0], [2, 1, 0, 0], [0, 0, 0, 1], [0, 0, 0, 1]]
+    ... )
     >>> score_from_confusion(m)
     {'sp': 100.0, 'se': 40.0, 'score': 70.0}
     """
@@ -205,7 +207,10 @@ def aggregate_runs(results):
 
     Example
     -------
-    >>> runs = [{"sp": 80, "se": 40, "score": 60}, {"sp": 82, "se": 44, "score": 63}]
+    >>> runs = [
+    ...     {"sp": 80, "se": 40, "score": 60},
+    ...     {"sp": 82, "se": 44, "score": 63},
+    ... ]
     >>> aggregate_runs(runs)["score"]
     (61.5, 2.1213203435596424)
     """

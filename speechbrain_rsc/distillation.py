@@ -1,0 +1,225 @@
+"""Training targets for the student: the soft-label modes of the paper.
+
+Each mode is a small object built once from the training cycle IDs (and,
+for teacher modes, the selected teachers' train logits ``[k, n, 4]``) and
+called per batch as ``targets(ids, labels, epoch)`` to give a ``[batch, 4]``
+target for :func:`soft_cross_entropy`. Every random draw depends only on
+``(seed, epoch, cycle)``, never on batch order, so a run is reproducible
+and resumable.
+
+Example
+-------
+>>> z = torch.tensor([[[2.0, 0, 0, 0]], [[0, 0, 0, 0.0]]])  # k=2, n=1
+>>> mean = MeanTeacher(["c_0"], teacher_logits=z)
+>>> mean(["c_0"], None, epoch=1).tolist() == torch.softmax(
+...     torch.tensor([[1.0, 0, 0, 0]]), -1).tolist()
+True
+"""
+
+import torch
+
+from speechbrain_rsc.data.schema import N_CLASSES
+
+
+def soft_cross_entropy(logits, targets):
+    """Cross-entropy ``H(targets, softmax(logits))`` averaged over the batch.
+
+    With one-hot targets this is the ordinary cross-entropy.
+
+    Example
+    -------
+    >>> logits = torch.tensor([[0.0, 0.0]])
+    >>> round(soft_cross_entropy(logits, torch.tensor([[1.0, 0.0]])).item(), 4)
+    0.6931
+    """
+    log_probs = torch.log_softmax(logits.float(), dim=-1)
+    return -(targets * log_probs).sum(dim=-1).mean()
+
+
+def _epoch_generator(seed, epoch):
+    return torch.Generator().manual_seed(int(seed) * 100_003 + int(epoch))
+
+
+class SoftLabels:
+    """Base class: maps batch cycle IDs to rows of the training set.
+
+    Arguments
+    ---------
+    train_ids : list of str
+        The training manifest's cycle IDs.
+    teacher_logits : torch.Tensor, optional
+        ``[k, len(train_ids), 4]`` teacher logits in ``train_ids`` order.
+    seed : int
+        Seed of the per-epoch draws.
+    """
+
+    uses_hard_labels = False
+
+    def __init__(self, train_ids, teacher_logits=None, seed=0):
+        self.index = {cid: i for i, cid in enumerate(train_ids)}
+        self.n = len(train_ids)
+        self.teacher_logits = teacher_logits
+        self.seed = seed
+
+    def rows(self, ids):
+        """Row indices of the batch's cycles in the training set."""
+        missing = [cid for cid in ids if cid not in self.index]
+        if missing:
+            raise KeyError(
+                f"{len(missing)} batch cycles are not in the training set "
+                f"these targets were built for (first: {missing[0]})"
+            )
+        return torch.tensor([self.index[cid] for cid in ids])
+
+    def __call__(self, ids, labels, epoch):
+        """Targets ``[batch, 4]`` for the cycles ``ids`` at ``epoch``."""
+        raise NotImplementedError
+
+
+class MeanTeacher(SoftLabels):
+    """``p = softmax(mean_i z_i)`` (paper eq. 1); also single and curated."""
+
+    def __init__(self, train_ids, teacher_logits, seed=0):
+        super().__init__(train_ids, teacher_logits, seed)
+        self.probs = torch.softmax(teacher_logits.float().mean(0), dim=-1)
+
+    def __call__(self, ids, labels, epoch):
+        """Mean-teacher probabilities of the batch's cycles."""
+        return self.probs[self.rows(ids)]
+
+
+class RandomTeacher(SoftLabels):
+    """``p = softmax(z_i)``, ``i`` uniform per cycle and epoch (eq. 2).
+
+    Example
+    -------
+    >>> z = torch.randn(3, 5, 4)
+    >>> rt = RandomTeacher([f"c{i}" for i in range(5)], z, seed=7)
+    >>> rt.draws(1).tolist() == rt.draws(1).tolist()
+    True
+    """
+
+    def __init__(self, train_ids, teacher_logits, seed=0):
+        super().__init__(train_ids, teacher_logits, seed)
+        self.probs = torch.softmax(teacher_logits.float(), dim=-1)
+        self._cache = (None, None)
+
+    def draws(self, epoch):
+        """The teacher index of every training cycle at ``epoch``."""
+        if self._cache[0] != epoch:
+            k = self.probs.shape[0]
+            gen = _epoch_generator(self.seed, epoch)
+            self._cache = (epoch, torch.randint(k, (self.n,), generator=gen))
+        return self._cache[1]
+
+    def __call__(self, ids, labels, epoch):
+        """Each cycle's drawn teacher's probabilities."""
+        rows = self.rows(ids)
+        return self.probs[self.draws(epoch)[rows], rows]
+
+
+class RawLogits(SoftLabels):
+    """The mean teacher logits as targets, no softmax (the failing ablation)."""
+
+    def __call__(self, ids, labels, epoch):
+        """Mean logits of the batch's cycles."""
+        return self.teacher_logits.float().mean(0)[self.rows(ids)]
+
+
+class HardLabels(SoftLabels):
+    """One-hot labels: the hard-label baseline through the same script."""
+
+    uses_hard_labels = True
+
+    def __call__(self, ids, labels, epoch):
+        """One-hot rows of ``labels``."""
+        return torch.nn.functional.one_hot(
+            labels.long().cpu(), N_CLASSES
+        ).float()
+
+
+class NoisedLabels(HardLabels):
+    """One-hot plus Gaussian noise of a given variance (0.1 in the paper).
+
+    Noise is drawn per cycle and per epoch; ``variance`` may be a scalar or
+    one value per class.
+
+    Example
+    -------
+    >>> nl = NoisedLabels(["a", "b"], variance=0.1, seed=3)
+    >>> t = nl(["b"], torch.tensor([2]), epoch=1)
+    >>> t.shape, bool((t - nl(["b"], torch.tensor([2]), 1)).abs().max() == 0)
+    (torch.Size([1, 4]), True)
+    """
+
+    def __init__(self, train_ids, teacher_logits=None, seed=0, variance=0.1):
+        super().__init__(train_ids, teacher_logits, seed)
+        self.std = torch.as_tensor(variance, dtype=torch.float32).sqrt()
+        self._cache = (None, None)
+
+    def noise(self, epoch):
+        """The noise of every training cycle at ``epoch``."""
+        if self._cache[0] != epoch:
+            gen = _epoch_generator(self.seed, epoch)
+            noise = torch.randn(self.n, N_CLASSES, generator=gen) * self.std
+            self._cache = (epoch, noise)
+        return self._cache[1]
+
+    def __call__(self, ids, labels, epoch):
+        """One-hot plus this epoch's noise of the batch's cycles."""
+        one_hot = super().__call__(ids, labels, epoch)
+        return one_hot + self.noise(epoch)[self.rows(ids)]
+
+
+class TeacherNoise(NoisedLabels):
+    """One-hot plus noise with the per-class variance of the mean-teacher
+    logits over the training set.
+    """
+
+    def __init__(self, train_ids, teacher_logits, seed=0):
+        variance = teacher_logits.float().mean(0).var(dim=0)
+        super().__init__(train_ids, teacher_logits, seed, variance=variance)
+
+
+# teacher_mode -> (target class, how teachers are chosen)
+TEACHER_MODES = {
+    "mean": (MeanTeacher, "first_k"),
+    "random": (RandomTeacher, "first_k"),
+    "single": (MeanTeacher, "single"),
+    "curated": (MeanTeacher, "curated"),
+    "teacher_noise": (TeacherNoise, "first_k"),
+    "raw_logits": (RawLogits, "first_k"),
+    "noise": (NoisedLabels, None),
+    "hard": (HardLabels, None),
+}
+
+
+def build_soft_labels(mode, train_ids, teacher_logits=None, seed=0, **options):
+    """Build the targets of ``teacher_mode`` ``mode``.
+
+    Arguments
+    ---------
+    mode : str
+        One of :data:`TEACHER_MODES`.
+    train_ids : list of str
+        Training cycle IDs.
+    teacher_logits : torch.Tensor, optional
+        ``[k, n, 4]`` selected teachers' train logits (teacher modes).
+    seed : int
+        Seed of the per-epoch draws.
+    **options
+        ``variance`` for ``noise``.
+
+    Example
+    -------
+    >>> build_soft_labels("hard", ["a"])(["a"], torch.tensor([3]), 1).tolist()
+    [[0.0, 0.0, 0.0, 1.0]]
+    """
+    if mode not in TEACHER_MODES:
+        raise ValueError(
+            f"unknown teacher_mode '{mode}' (known: {', '.join(TEACHER_MODES)})"
+        )
+    cls, selection = TEACHER_MODES[mode]
+    if selection is not None and teacher_logits is None:
+        raise ValueError(f"teacher_mode '{mode}' needs teacher logits")
+    return cls(train_ids, teacher_logits, seed, **options)
