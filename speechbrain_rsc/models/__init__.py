@@ -42,3 +42,37 @@ class _LazyRegistry(Mapping):
 
 
 BACKBONES = _LazyRegistry()
+
+
+def build_backbone(
+    name, options=None, pretrained_path=None, use_pretrained=False
+):
+    """Build backbone ``name``, from local weights when ``use_pretrained``.
+
+    The returned module carries ``backbone_config`` (name and options,
+    without the weight path), from which a trained model is rebuilt.
+
+    Arguments
+    ---------
+    name : str
+        A key of :data:`BACKBONES`.
+    options : dict, optional
+        Keyword arguments of the backbone class (a YAML dict).
+    pretrained_path : str, optional
+        Local weights (file or folder) for ``use_pretrained: True``.
+    use_pretrained : bool
+        Start from ``pretrained_path`` rather than random weights.
+
+    Returns
+    -------
+    torch.nn.Module
+    """
+    options = dict(options or {})
+    if use_pretrained and not pretrained_path:
+        raise ValueError(
+            f"use_pretrained is True but no pretrained_path is set for '{name}'"
+        )
+    path = pretrained_path if use_pretrained else None
+    model = BACKBONES[name](pretrained_path=path, **options)
+    model.backbone_config = {"name": name, "options": options}
+    return model

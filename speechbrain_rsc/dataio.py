@@ -1,0 +1,115 @@
+"""SpeechBrain datasets over the prepared ICBHI manifests.
+
+Example
+-------
+>>> sorted(DATASET_KEYS)
+['id', 'prompt', 'sig', 'target']
+"""
+
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import soundfile
+import speechbrain as sb
+import torch
+from speechbrain.dataio.dataset import DynamicItemDataset
+
+logger = logging.getLogger(__name__)
+
+DATASET_KEYS = ("id", "sig", "target", "prompt")
+SYNTHETIC = "synthetic"
+
+
+def resolve_data_folder(data_folder, synthetic_folder, recordings=60, seed=0):
+    """Return the ICBHI folder to prepare, making the synthetic one if asked.
+
+    ``data_folder: synthetic`` in a YAML selects the built-in synthetic
+    ICBHI-format dataset, generated once into ``synthetic_folder`` (written
+    to a temporary folder and renamed, so a crash leaves nothing behind).
+
+    Arguments
+    ---------
+    data_folder : str
+        A real ICBHI folder, or ``"synthetic"``.
+    synthetic_folder : str
+        Where the synthetic dataset lives.
+    recordings : int
+        Size of the synthetic dataset.
+    seed : int
+        Seed of the synthetic dataset.
+
+    Returns
+    -------
+    str
+    """
+    if str(data_folder) != SYNTHETIC:
+        if not os.path.isdir(data_folder):
+            raise FileNotFoundError(f"data_folder {data_folder} does not exist")
+        return str(data_folder)
+    from speechbrain_rsc.data.synthetic import make_synthetic_icbhi
+
+    target = Path(synthetic_folder)
+    if not target.is_dir():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = tempfile.mkdtemp(dir=target.parent, prefix=".synthetic-")
+        try:
+            make_synthetic_icbhi(tmp, recordings=recordings, seed=seed)
+            os.replace(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        logger.info(f"Synthetic ICBHI dataset written to {target}")
+    return str(target)
+
+
+def dataio_prep(manifests, sample_rate):
+    """Build one DynamicItemDataset per manifest.
+
+    Arguments
+    ---------
+    manifests : dict
+        Split name -> CSV path written by ``prepare_icbhi``.
+    sample_rate : int
+        The rate the model expects; the cached cycles must have it.
+
+    Returns
+    -------
+    dict
+        Split name -> dataset yielding ``id``, ``sig`` (float waveform),
+        ``target`` (the int64 ``label``) and ``prompt`` (BTS sentence).
+    """
+
+    @sb.utils.data_pipeline.takes("wav")
+    @sb.utils.data_pipeline.provides("sig")
+    def audio_pipeline(wav):
+        sig, _ = soundfile.read(wav, dtype="float32")
+        return torch.from_numpy(sig)
+
+    @sb.utils.data_pipeline.takes("label")
+    @sb.utils.data_pipeline.provides("target")
+    def label_pipeline(label):
+        return torch.tensor([int(label)])
+
+    datasets = {}
+    for split, csv_path in manifests.items():
+        dataset = DynamicItemDataset.from_csv(csv_path)
+        dataset.add_dynamic_item(audio_pipeline)
+        dataset.add_dynamic_item(label_pipeline)
+        dataset.set_output_keys(list(DATASET_KEYS))
+        datasets[split] = dataset
+        _check_rate(dataset, sample_rate, csv_path)
+    return datasets
+
+
+def _check_rate(dataset, sample_rate, csv_path):
+    if len(dataset) == 0:
+        return
+    first = next(iter(dataset.data.values()))["wav"]
+    rate = soundfile.info(first).samplerate
+    if rate != sample_rate:
+        raise ValueError(
+            f"{csv_path}: cycles are cached at {rate} Hz but the model "
+            f"expects {sample_rate} Hz; prepare the data at {sample_rate} Hz"
+        )
