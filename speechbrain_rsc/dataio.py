@@ -94,18 +94,26 @@ def dataio_prep(manifests, sample_rate):
 
     datasets = {}
     for split, csv_path in manifests.items():
-        dataset = DynamicItemDataset.from_csv(csv_path)
+        dataset = _from_csv(csv_path)
+        datasets[split] = dataset
+        if len(dataset) == 0:
+            continue
         dataset.add_dynamic_item(audio_pipeline)
         dataset.add_dynamic_item(label_pipeline)
         dataset.set_output_keys(list(DATASET_KEYS))
-        datasets[split] = dataset
         _check_rate(dataset, sample_rate, csv_path)
     return datasets
 
 
+def _from_csv(csv_path):
+    # SpeechBrain cannot build a dataset without rows (valid_fraction 0):
+    # an empty list stands in, with no items to load.
+    with open(csv_path, encoding="utf-8") as f:
+        has_rows = sum(1 for line in f if line.strip()) > 1
+    return DynamicItemDataset.from_csv(csv_path) if has_rows else []
+
+
 def _check_rate(dataset, sample_rate, csv_path):
-    if len(dataset) == 0:
-        return
     first = next(iter(dataset.data.values()))["wav"]
     rate = soundfile.info(first).samplerate
     if rate != sample_rate:

@@ -200,3 +200,11 @@ def test_hard_mode_does_use_labels(tmp_path, manifests):
         not torch.equal(pa, pb)
         for pa, pb in zip(a.parameters(), b.parameters())
     )
+
+
+def test_header_only_manifest_gives_empty_dataset(tmp_path, manifests):
+    empty = tmp_path / "empty.csv"
+    empty.write_text("ID,wav,duration,label,prompt\n")
+    datasets = dataio_prep({**manifests, "valid": empty}, RATE)
+    assert len(datasets["valid"]) == 0
+    assert len(datasets["train"]) == 24
