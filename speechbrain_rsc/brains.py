@@ -117,10 +117,9 @@ class RSCBrain(sb.Brain):
         ICBHIStats
             Holding every cycle's ID, logits and label.
         """
-        loader_opts = dict(getattr(self.hparams, "test_dataloader_opts", {}))
-        loader = self.make_dataloader(
-            dataset, sb.Stage.TEST, ckpt_prefix=None, **loader_opts
-        )
+        loader_opts = getattr(self.hparams, "test_dataloader_opts", {})
+        loader_opts = {**loader_opts, "ckpt_prefix": None}
+        loader = self.make_dataloader(dataset, sb.Stage.TEST, **loader_opts)
         self.modules.eval()
         stats = ICBHIStats()
         with self.evaluation_ctx:

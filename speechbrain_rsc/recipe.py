@@ -108,8 +108,9 @@ def fit(brain, datasets, hparams):
         brain.hparams.epoch_counter,
         datasets["train"],
         selection_set(hparams, datasets),
-        train_loader_kwargs=hparams["train_dataloader_opts"],
-        valid_loader_kwargs=hparams["test_dataloader_opts"],
+        # SpeechBrain writes into these dicts: give it copies.
+        train_loader_kwargs=dict(hparams["train_dataloader_opts"]),
+        valid_loader_kwargs=dict(hparams["test_dataloader_opts"]),
     )
 
 
@@ -133,12 +134,14 @@ def evaluate_and_export(brain, datasets, hparams, info):
     brain.evaluate(
         datasets["test"],
         max_key="score",
-        test_loader_kwargs=hparams["test_dataloader_opts"],
+        test_loader_kwargs=dict(hparams["test_dataloader_opts"]),
     )
     info = {
         **info,
         "epoch": brain.hparams.epoch_counter.current,
         "select_on": hparams["select_on"],
+        "duration": hparams["duration"],
+        "pad": hparams["pad"],
     }
     bank = brain.logit_bank(datasets, info)
     if sb.utils.distributed.if_main_process():

@@ -1,0 +1,79 @@
+#!/usr/bin/env python3
+"""Evaluate logit-averaging ensembles X++[k] from a folder of banks.
+
+Works the same for teachers (``results/cnn6``) and for distilled students
+(second generation X-d++[k], e.g. ``results/cnn6-d/cnn6_mean_k5``).
+
+To run (from recipes/ICBHI)::
+
+    python ensemble.py results/cnn6 --k 5
+    python ensemble.py results/cnn6 --seeds 1 4 7
+    python ensemble.py results/cnn6 --k 5 --curate_on valid
+    python ensemble.py results/cnn6 --sweep --out results/cnn6_sweep.csv
+    python ensemble.py results/cnn6 --k 5 \
+        --manifest results/prepared/16000/test.csv
+
+Banks that hold different cycles, or a bank that does not match the
+given manifest, are refused.
+
+Authors
+ * speechbrain-rsc contributors 2026
+"""
+
+import argparse
+import sys
+
+from speechbrain_rsc.bank import find_banks, read_manifest, select_banks
+from speechbrain_rsc.ensemble import evaluate_banks, sweep, write_csv
+
+
+def parse_args(argv):
+    """Command-line options."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("bank_folder", help="folder of <run>/bank.safetensors")
+    parser.add_argument("--k", type=int, help="first k seeds (default: all)")
+    parser.add_argument("--seeds", type=int, nargs="+", help="explicit seeds")
+    parser.add_argument(
+        "--curate_on",
+        choices=["valid", "test"],
+        help="take the top k by this split's Score (curated ensemble)",
+    )
+    parser.add_argument("--split", default="test", help="split to score")
+    parser.add_argument("--manifest", help="check banks against this CSV")
+    parser.add_argument(
+        "--sweep", action="store_true", help="score every k = 1..N"
+    )
+    parser.add_argument("--out", help="write the result rows to this CSV")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    """Print (and optionally save) the ensemble Score(s)."""
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    banks = find_banks(args.bank_folder)
+    if args.manifest:
+        ids, _ = read_manifest(args.manifest)
+        for bank in banks:
+            bank.check_manifest(args.split, ids)
+    if args.sweep:
+        rows = sweep(banks, args.split, curate_on=args.curate_on)
+    else:
+        chosen = select_banks(
+            banks, k=args.k, seeds=args.seeds, curate_on=args.curate_on
+        )
+        seeds = " ".join(str(b.info.get("seed")) for b in chosen)
+        result = evaluate_banks(chosen, args.split)
+        rows = [{"k": len(chosen), "seeds": seeds, **result}]
+    print("| k | seeds | Sp | Se | Score |\n|---|---|---|---|---|")
+    for row in rows:
+        print(
+            f"| {row['k']} | {row['seeds']} | {row['sp']:.2f} "
+            f"| {row['se']:.2f} | {row['score']:.2f} |"
+        )
+    if args.out:
+        write_csv(rows, args.out)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
