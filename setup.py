@@ -42,6 +42,7 @@ setup(
     entry_points={
         "console_scripts": [
             "rsc-synthetic=speechbrain_rsc.data.synthetic:main",
+            "rsc-classify=speechbrain_rsc.inference:main",
         ],
     },
 )
