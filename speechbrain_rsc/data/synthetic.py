@@ -46,6 +46,11 @@ FULL_SCALE = 920  # recordings in the real database, from 126 patients
 N_PATIENTS = 126
 CLASS_PRIOR = (0.53, 0.27, 0.13, 0.07)  # normal, crackle, wheeze, both
 LABEL_NOISE = 0.03
+# Loudness ranges (log-uniform, relative to the breath noise) of crackles and
+# wheezes, and of the background noise's SNR: they set how hard the task is.
+CRACKLE_GAIN = (3.0, 16.0)
+WHEEZE_GAIN = (1.0, 3.0)
+SNR_DB = (20.0, 40.0)
 # Share of patients per device (each patient keeps one device).
 DEVICE_WEIGHTS = {
     "AKGC417L": 0.55,
@@ -263,7 +268,9 @@ def _add_crackles(rng, signal, sr, cycles):
         k = rng.integers(2, 10)
         onsets.append(rng.integers(start, end - length, k))
         # one loudness per cycle, some very faint, then jitter per crackle
-        gain = np.exp(rng.uniform(np.log(0.8), np.log(12)))
+        gain = np.exp(
+            rng.uniform(np.log(CRACKLE_GAIN[0]), np.log(CRACKLE_GAIN[1]))
+        )
         gains.append(gain * rng.uniform(0.5, 1.5, k))
     if not onsets:
         return
@@ -296,7 +303,7 @@ def _add_wheeze(rng, signal, sr, start, end):
         if h * freq.max() < sr / 2
     )
     ramp = np.minimum(1, np.minimum(t, t[-1] - t) / 0.02)
-    gain = np.exp(rng.uniform(np.log(0.15), np.log(2)))
+    gain = np.exp(rng.uniform(np.log(WHEEZE_GAIN[0]), np.log(WHEEZE_GAIN[1])))
     signal[first : first + dur] += gain * ramp * tone
 
 
@@ -312,7 +319,7 @@ def _render(rec, rng):
         _add_wheeze(rng, signal, sr, start, end)
     gain, tilt = DEVICE_COLOUR[rec.stem.device]
     signal[1:] += tilt * signal[:-1]
-    snr_db = rng.uniform(5, 30)  # against breath at its loudest
+    snr_db = rng.uniform(*SNR_DB)  # against breath at its loudest
     noise = _band_noise(rng, n, sr, 50, 4000)
     noise *= np.float32(0.8 / 10 ** (snr_db / 20))
     signal += noise

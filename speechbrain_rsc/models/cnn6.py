@@ -22,7 +22,7 @@ from speechbrain_rsc.models.checkpoints import (
     load_matching,
     load_state_dict_file,
 )
-from speechbrain_rsc.models.frontends import KaldiFbank, SpecAugment
+from speechbrain_rsc.models.frontends import FbankFrontEnd
 
 PANNS_DROPPED = ("fc_audioset.", "spectrogram_extractor.", "logmel_extractor.")
 
@@ -72,8 +72,7 @@ class CNN6(torch.nn.Module):
         dropout=0.5,
     ):
         super().__init__()
-        self.fbank = KaldiFbank(self.sample_rate, n_mels)
-        self.spec_augment = SpecAugment() if spec_augment else None
+        self.front_end = FbankFrontEnd(self.sample_rate, n_mels, spec_augment)
         self.bn0 = torch.nn.BatchNorm2d(n_mels)
         widths = [1, *channels]
         for i in range(4):
@@ -104,9 +103,7 @@ class CNN6(torch.nn.Module):
 
     def embed(self, wavs):
         """The 512-d clip embedding of a batch of waveforms."""
-        x = self.fbank(wavs)
-        if self.spec_augment is not None:
-            x = self.spec_augment(x)
+        x = self.front_end(wavs)
         x = self.bn0(x.transpose(1, 2).unsqueeze(-1)).squeeze(-1)
         x = x.transpose(1, 2).unsqueeze(1)  # [B, 1, T, F]
         for i in range(1, 5):

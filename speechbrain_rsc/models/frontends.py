@@ -117,3 +117,28 @@ class SpecAugment(torch.nn.Module):
             return feats
         # SpectrogramDrop writes into its input.
         return self.freq(self.time(feats.clone()))
+
+
+class FbankFrontEnd(torch.nn.Module):
+    """Waveforms to normalised fbank, masked by SpecAugment when training.
+
+    The front end every fbank backbone owns (CNN6, ResNet18,
+    EfficientNet-B0, AST).
+
+    Example
+    -------
+    >>> FbankFrontEnd(spec_augment=False)(torch.zeros(1, 16000)).shape
+    torch.Size([1, 98, 128])
+    """
+
+    def __init__(self, sample_rate=16000, n_mels=128, spec_augment=True):
+        super().__init__()
+        self.fbank = KaldiFbank(sample_rate, n_mels)
+        self.spec_augment = SpecAugment() if spec_augment else None
+
+    def forward(self, wavs):
+        """``[batch, samples]`` -> ``[batch, frames, n_mels]``."""
+        feats = self.fbank(wavs)
+        if self.spec_augment is not None and self.training:
+            feats = self.spec_augment(feats)
+        return feats
