@@ -2,15 +2,24 @@
 
 An 8-s cycle gives 798 frames: a 12 x 79 grid of 16x16 patches with stride
 10 (AudioSet-pretrained AST was trained on 1024 frames, a 12 x 101 grid).
-Pretrained position embeddings are cropped to the middle 79 time columns,
-as the AST authors (and Patch-Mix CL) do for shorter inputs.
+Pretrained position embeddings keep the middle 79 time columns (11 to 89),
+as the AST authors and Patch-Mix CL do for shorter inputs; the cls and
+distillation positions are kept as they are.
 
 Pretrained weights, both local:
 
-- a transformers folder (``config.json`` + weights, ``ASTModel`` or
-  ``ASTForAudioClassification``);
+- a transformers folder (``config.json`` + weights) of an ``ASTModel`` or
+  ``ASTForAudioClassification``, such as a copy of
+  ``MIT/ast-finetuned-audioset-10-10-0.4593``; transformers converts
+  older key layouts itself, the audio classifier is dropped;
 - the original ``audioset_10_10_0.4593.pth`` (keys ``module.v.*``),
-  converted by key mapping.
+  converted by key mapping, ``qkv`` split into query, key and value;
+  its AudioSet head ``mlp_head`` and DeiT's unused ImageNet heads
+  ``v.head``, ``v.head_dist`` are dropped.
+
+Parameters: 85.99M (798 frames, 4-class head). The paper's Table 2 says
+87.7M, which is what the original AST has at 1024 frames (86.19M) plus
+DeiT's two unused 1000-class heads (1.54M).
 
 Example
 -------
@@ -20,6 +29,7 @@ Example
 torch.Size([2, 4])
 """
 
+import json
 from pathlib import Path
 
 import torch
@@ -30,9 +40,10 @@ from speechbrain_rsc.models.checkpoints import (
     load_matching,
     load_state_dict_file,
 )
-from speechbrain_rsc.models.frontends import FbankFrontEnd
+from speechbrain_rsc.models.frontends import FbankBackbone, FbankFrontEnd
 
 POSITIONS = "embeddings.position_embeddings"
+AST_MODEL_TYPE = "audio-spectrogram-transformer"
 
 
 def n_frames(duration, sample_rate=16000):
@@ -43,97 +54,182 @@ def n_frames(duration, sample_rate=16000):
     >>> n_frames(8.0)
     798
     """
-    return 1 + (int(duration * sample_rate) - 400) // 160
+    return 1 + (int(round(duration * sample_rate)) - 400) // 160
 
 
 def grid(config):
-    """(frequency, time) patch counts of an AST config."""
-    f = (config.num_mel_bins - config.patch_size) // config.frequency_stride + 1
-    t = (config.max_length - config.patch_size) // config.time_stride + 1
-    return f, t
+    """(frequency, time) patch counts of an ``ASTConfig``.
+
+    Example
+    -------
+    >>> grid(ASTConfig(max_length=798))
+    (12, 79)
+    """
+    f = (config.num_mel_bins - config.patch_size) // config.frequency_stride
+    t = (config.max_length - config.patch_size) // config.time_stride
+    return f + 1, t + 1
 
 
-def crop_positions(positions, source_grid, target_grid):
-    """Crop (middle time columns) position embeddings to a smaller grid.
+def crop_positions(positions, target_grid):
+    """Keep the middle time columns of AST position embeddings.
 
     Arguments
     ---------
     positions : torch.Tensor
-        ``[1, 2 + f * t, dim]`` (cls and distillation tokens first).
-    source_grid, target_grid : tuple of int
-        (frequency, time) patch counts.
+        ``[1, 2 + f * t, dim]``: cls and distillation tokens first, then
+        patches frequency-major; ``t`` is inferred.
+    target_grid : tuple of int
+        (frequency, time) patch counts wanted, ``f`` equal, time <= ``t``.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[1, 2 + f * t2, dim]``, time columns ``t // 2 - t2 // 2`` onward.
+
+    Example
+    -------
+    >>> pos = torch.arange(2 + 2 * 5.0).view(1, -1, 1)
+    >>> crop_positions(pos, (2, 3)).flatten().tolist()
+    [0.0, 1.0, 3.0, 4.0, 5.0, 8.0, 9.0, 10.0]
     """
-    (f, t), (f2, t2) = source_grid, target_grid
-    if (f, t) == (f2, t2):
-        return positions
-    if f != f2 or t2 > t:
-        raise CheckpointError(
-            f"cannot fit {f}x{t} position embeddings to a {f2}x{t2} grid"
+    f, t2 = target_grid
+    n = positions.shape[1] - 2
+    if n % f:
+        raise ValueError(
+            f"{n} patch positions do not form a grid of {f} frequency rows"
+        )
+    t = n // f
+    if t2 > t:
+        raise ValueError(
+            f"cannot fit {f}x{t} position embeddings to a {f}x{t2} grid"
         )
     tokens, patches = positions[:, :2], positions[:, 2:]
-    patches = patches.reshape(1, f, t, -1)
     start = t // 2 - t2 // 2
-    patches = patches[:, :, start : start + t2].reshape(1, f * t2, -1)
-    return torch.cat([tokens, patches], dim=1)
+    patches = patches.reshape(1, f, t, -1)[:, :, start : start + t2]
+    return torch.cat([tokens, patches.reshape(1, f * t2, -1)], dim=1)
 
 
-def convert_original_ast(state):
-    """Original AST (``module.v.*``) keys to transformers 5 ``ASTModel`` keys.
+ORIGINAL_NAMES = {
+    "cls_token": "embeddings.cls_token",
+    "dist_token": "embeddings.distillation_token",
+    "pos_embed": POSITIONS,
+    "patch_embed.proj.weight": "embeddings.patch_embeddings.projection.weight",
+    "patch_embed.proj.bias": "embeddings.patch_embeddings.projection.bias",
+    "norm.weight": "layernorm.weight",
+    "norm.bias": "layernorm.bias",
+}
+ORIGINAL_BLOCK = {
+    "norm1": "layernorm_before",
+    "norm2": "layernorm_after",
+    "attn.proj": "attention.o_proj",
+    "mlp.fc1": "mlp.fc1",
+    "mlp.fc2": "mlp.fc2",
+}
+# AudioSet head, and DeiT's ImageNet heads the AST code never uses.
+ORIGINAL_DROPPED = ("mlp_head.", "v.head.", "v.head_dist.")
 
-    The AudioSet head (``module.mlp_head``) is dropped; fused ``qkv`` is
-    split into query, key and value.
+
+def convert_original_ast(state, source="checkpoint"):
+    """Original AST (``module.v.*``) keys to transformers ``ASTModel`` keys.
+
+    Arguments
+    ---------
+    state : dict
+        The original state dict (with or without the ``module.`` prefix).
+    source : str
+        Named in errors.
+
+    Returns
+    -------
+    dict
+        ``ASTModel`` keys (``layers.N.attention.q_proj`` ...) -> tensors.
+
+    Example
+    -------
+    >>> qkv = torch.arange(6.0).view(6, 1)
+    >>> out = convert_original_ast({"module.v.blocks.0.attn.qkv.weight": qkv})
+    >>> out["layers.0.attention.k_proj.weight"].flatten().tolist()
+    [2.0, 3.0]
     """
     out, unknown = {}, []
-    names = {
-        "cls_token": "embeddings.cls_token",
-        "dist_token": "embeddings.distillation_token",
-        "pos_embed": POSITIONS,
-        "patch_embed.proj.weight": (
-            "embeddings.patch_embeddings.projection.weight"
-        ),
-        "patch_embed.proj.bias": "embeddings.patch_embeddings.projection.bias",
-        "norm.weight": "layernorm.weight",
-        "norm.bias": "layernorm.bias",
-    }
-    block = {
-        "norm1": "layernorm_before",
-        "norm2": "layernorm_after",
-        "attn.proj": "attention.o_proj",
-        "mlp.fc1": "mlp.fc1",
-        "mlp.fc2": "mlp.fc2",
-    }
     for key, value in state.items():
         key = key.removeprefix("module.")
-        if key.startswith("mlp_head."):
+        if key.startswith(ORIGINAL_DROPPED):
             continue
         key = key.removeprefix("v.")
-        if key in names:
-            out[names[key]] = value
+        if key in ORIGINAL_NAMES:
+            out[ORIGINAL_NAMES[key]] = value
             continue
         parts = key.split(".")
         if parts[0] != "blocks" or len(parts) < 4:
             unknown.append(key)
             continue
-        layer, rest = parts[1], ".".join(parts[2:])
-        prefix = f"layers.{layer}."
-        if rest.startswith("attn.qkv."):
-            kind = rest.rsplit(".", 1)[1]
+        prefix, rest = f"layers.{parts[1]}.", ".".join(parts[2:])
+        module, kind = rest.rsplit(".", 1)
+        if module == "attn.qkv":
             for name, chunk in zip("qkv", value.chunk(3, dim=0)):
                 out[f"{prefix}attention.{name}_proj.{kind}"] = chunk
-            continue
-        module, kind = rest.rsplit(".", 1)
-        if module not in block:
+        elif module in ORIGINAL_BLOCK:
+            out[f"{prefix}{ORIGINAL_BLOCK[module]}.{kind}"] = value
+        else:
             unknown.append(key)
-            continue
-        out[f"{prefix}{block[module]}.{kind}"] = value
     if unknown:
         raise CheckpointError(
-            f"not an original AST checkpoint: unknown keys {unknown[:5]}"
+            f"{source}: not an original AST checkpoint, unknown keys "
+            f"{unknown[:5]}"
         )
     return out
 
 
-class AST(torch.nn.Module):
+def read_folder_config(path):
+    """The ``ASTConfig`` of a transformers folder, refusing other models.
+
+    Raises
+    ------
+    CheckpointError
+        No ``config.json``, or not an AST one.
+    """
+    path = Path(path)
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise CheckpointError(f"{path}: no config.json, not a model folder")
+    model_type = json.loads(config_file.read_text()).get("model_type")
+    if model_type != AST_MODEL_TYPE:
+        raise CheckpointError(
+            f"{path}: holds a '{model_type}' model, not '{AST_MODEL_TYPE}'"
+        )
+    return ASTConfig.from_pretrained(path, local_files_only=True)
+
+
+def load_folder_state(path):
+    """The ``ASTModel`` state dict of a transformers folder, refusing
+    missing or foreign weights (an audio classifier is dropped).
+
+    Returns
+    -------
+    dict
+    """
+    model, info = ASTModel.from_pretrained(
+        path, local_files_only=True, output_loading_info=True
+    )
+    foreign = [
+        k for k in info["unexpected_keys"] if not k.startswith("classifier.")
+    ]
+    problems = {
+        "missing": sorted(info["missing_keys"]),
+        "unexpected": sorted(foreign),
+        "shape mismatch": sorted(str(k) for k in info["mismatched_keys"]),
+    }
+    problems = {name: keys for name, keys in problems.items() if keys}
+    if problems:
+        raise CheckpointError(
+            f"{path} does not fit ASTModel: "
+            + "; ".join(f"{n} ({len(k)}): {k[:6]}" for n, k in problems.items())
+        )
+    return model.state_dict()
+
+
+class AST(FbankBackbone):
     """AST encoder, mean of its cls/distillation tokens, LayerNorm + Linear.
 
     Arguments
@@ -144,12 +240,14 @@ class AST(torch.nn.Module):
     spec_augment : bool
     duration : float
         Cycle length in seconds; the model takes exactly that many frames.
+    sample_rate : int, optional
+        The data's sample rate, checked against 16000.
     **config
-        ``ASTConfig`` options for a random-weight model (e.g. smaller
-        ``hidden_size`` in tests); ignored for a transformers folder.
+        ``ASTConfig`` options (``hidden_size``, ``num_hidden_layers``,
+        ``num_attention_heads``, ``intermediate_size`` ...); with a
+        transformers folder they override its ``config.json`` (dropout
+        rates, say; a size that differs fails to load).
     """
-
-    sample_rate = 16000
 
     def __init__(
         self,
@@ -157,41 +255,46 @@ class AST(torch.nn.Module):
         n_classes=4,
         spec_augment=True,
         duration=8.0,
+        sample_rate=None,
         **config,
     ):
         super().__init__()
-        self.front_end = FbankFrontEnd(self.sample_rate, 128, spec_augment)
+        self.check_sample_rate(sample_rate)
         frames = n_frames(duration, self.sample_rate)
         folder = pretrained_path is not None and Path(pretrained_path).is_dir()
         if folder:
-            config = ASTConfig.from_pretrained(pretrained_path).to_dict()
+            own = read_folder_config(pretrained_path).to_dict()
+            config = {**own, **config}
         config = ASTConfig(**{**config, "max_length": frames})
+        self.front_end = FbankFrontEnd(
+            self.sample_rate, config.num_mel_bins, spec_augment
+        )
         self.encoder = ASTModel(config)
         self.head = torch.nn.Sequential(
             torch.nn.LayerNorm(config.hidden_size),
             torch.nn.Linear(config.hidden_size, n_classes),
         )
         if folder:
-            self._load_folder(pretrained_path)
-        elif pretrained_path is not None:
-            state = convert_original_ast(load_state_dict_file(pretrained_path))
-            self._load_encoder(state, pretrained_path, max_length=1024)
-
-    def _load_folder(self, path):
-        source = ASTModel.from_pretrained(path, local_files_only=True)
-        state = source.state_dict()
-        self._load_encoder(state, path, source.config.max_length)
-
-    def _load_encoder(self, state, source, max_length):
-        config = self.encoder.config
-        source_config = ASTConfig(
-            **{**config.to_dict(), "max_length": max_length}
-        )
-        if POSITIONS in state:
-            state[POSITIONS] = crop_positions(
-                state[POSITIONS], grid(source_config), grid(config)
+            self.load_encoder(
+                load_folder_state(pretrained_path), pretrained_path
             )
-        load_matching(self.encoder, state, str(source))
+        elif pretrained_path is not None:
+            state = load_state_dict_file(pretrained_path)
+            state = convert_original_ast(state, pretrained_path)
+            self.load_encoder(state, pretrained_path)
+
+    def load_encoder(self, state, source):
+        """Load ``ASTModel`` weights, cropping their position embeddings
+        to this model's grid.
+        """
+        if POSITIONS in state:
+            try:
+                state[POSITIONS] = crop_positions(
+                    state[POSITIONS], grid(self.encoder.config)
+                )
+            except ValueError as error:
+                raise CheckpointError(f"{source}: {error}") from error
+        load_matching(self.encoder, state, source)
 
     def forward(self, wavs, lens=None, prompts=None):
         """Logits ``[batch, n_classes]``; ``lens``, ``prompts`` unused."""
@@ -203,5 +306,4 @@ class AST(torch.nn.Module):
                 "set its duration option to the prepared cycle duration"
             )
         hidden = self.encoder(input_values=feats).last_hidden_state
-        pooled = (hidden[:, 0] + hidden[:, 1]) / 2
-        return self.head(pooled)
+        return self.head((hidden[:, 0] + hidden[:, 1]) / 2)

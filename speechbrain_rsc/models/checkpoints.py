@@ -1,21 +1,59 @@
 """Loading local weight files with errors that say what and where.
 
+Two generic helpers shared by every backbone family:
+
+- :func:`load_state_dict_file` reads a ``.pth``/``.pt``/``.bin`` (with
+  ``torch.load(..., weights_only=True)``) or a ``.safetensors`` file;
+- :func:`load_matching` loads an already renamed state dict into a module
+  and refuses missing keys, unexpected keys and shape mismatches, naming
+  the file.
+
 Example
 -------
 >>> import tempfile, torch
 >>> path = tempfile.mkdtemp() + "/w.pth"
->>> torch.save({"model": {"weight": torch.ones(2)}}, path)
->>> load_state_dict_file(path, key="model")["weight"].tolist()
-[1.0, 1.0]
+>>> torch.save({"model": {"weight": torch.ones(2, 3)}}, path)
+>>> state = load_state_dict_file(path, key="model")
+>>> load_matching(torch.nn.Linear(3, 2), state, path, allow_missing=["bias"])
+['bias']
 """
 
+import logging
 from pathlib import Path
 
 import torch
 
+logger = logging.getLogger(__name__)
+
+# BatchNorm's step counter: absent from old checkpoints, unused unless
+# momentum is None; torch itself tolerates its absence.
+OPTIONAL_SUFFIXES = ("num_batches_tracked",)
+
 
 class CheckpointError(ValueError):
     """A weight file that does not fit the model it is loaded into."""
+
+
+def check_file(path):
+    """Return ``path`` as a ``Path``; raise if it is not an existing file.
+
+    Arguments
+    ---------
+    path : str or Path
+
+    Returns
+    -------
+    Path
+
+    Raises
+    ------
+    FileNotFoundError
+        Naming the path.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weight file not found: {path}")
+    return path
 
 
 def load_state_dict_file(path, key=None):
@@ -35,22 +73,31 @@ def load_state_dict_file(path, key=None):
     Returns
     -------
     dict
-        Name -> tensor.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"weight file not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+        Name -> tensor, on the CPU (or, without ``key``, whatever dict
+        the file holds: :func:`load_matching` checks the values).
 
-        state = load_file(str(path))
-    else:
-        try:
+    Raises
+    ------
+    FileNotFoundError
+        The file does not exist.
+    CheckpointError
+        The file cannot be read as weights, has no ``key`` entry, or does
+        not hold a dict.
+    """
+    path = check_file(path)
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
             state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:
-            raise CheckpointError(
-                f"{path}: not a weights-only torch checkpoint ({error})"
-            ) from error
+    except Exception as error:
+        raise CheckpointError(
+            f"{path}: cannot be read as a weights-only checkpoint ({error}). "
+            "If the file is trusted, re-save just its tensors, e.g. "
+            "torch.save(torch.load(path, weights_only=False)['model'], out)"
+        ) from error
     if key is not None:
         if not isinstance(state, dict) or key not in state:
             raise CheckpointError(f"{path}: no '{key}' entry in the checkpoint")
@@ -60,7 +107,13 @@ def load_state_dict_file(path, key=None):
     return state
 
 
-def load_matching(module, state_dict, source, allow_missing=()):
+def _prefixed(key, prefixes):
+    return any(key.startswith(p) for p in prefixes)
+
+
+def load_matching(
+    module, state_dict, source, allow_missing=(), allow_unexpected=()
+):
     """Load ``state_dict`` into ``module``, refusing any mismatch.
 
     Arguments
@@ -68,25 +121,53 @@ def load_matching(module, state_dict, source, allow_missing=()):
     module : torch.nn.Module
     state_dict : dict
         Already renamed to the module's keys.
-    source : str
-        The file the weights came from, for error messages.
+    source : str or Path
+        Where the weights came from (file or folder), for error messages.
     allow_missing : iterable of str
-        Key prefixes that may stay at their fresh values (a new head).
+        Key prefixes of the module that may keep their fresh values (a new
+        head). BatchNorm ``num_batches_tracked`` counters may always be
+        missing.
+    allow_unexpected : iterable of str
+        Key prefixes of ``state_dict`` that are dropped without complaint
+        (a pretraining head).
+
+    Returns
+    -------
+    list of str
+        The module's keys that kept their fresh values.
 
     Raises
     ------
     CheckpointError
         Listing missing and unexpected keys and shape mismatches.
     """
+    allow_missing, allow_unexpected = (
+        tuple(allow_missing),
+        tuple(allow_unexpected),
+    )
+    state_dict = {
+        k: v
+        for k, v in state_dict.items()
+        if not _prefixed(k, allow_unexpected)
+    }
+    others = [k for k, v in state_dict.items() if not torch.is_tensor(v)]
+    if others:
+        raise CheckpointError(
+            f"{source}: not a state dict, entries {others[:5]} are not "
+            "tensors (is the state dict nested under a key?)"
+        )
     own = module.state_dict()
     unexpected = sorted(set(state_dict) - set(own))
-    missing = sorted(
+    absent = set(own) - set(state_dict)
+    fresh = sorted(
         k
-        for k in set(own) - set(state_dict)
-        if not any(k.startswith(p) for p in allow_missing)
+        for k in absent
+        if _prefixed(k, allow_missing) or k.endswith(OPTIONAL_SUFFIXES)
     )
+    missing = sorted(absent - set(fresh))
     shapes = [
-        f"{k}: {tuple(state_dict[k].shape)} != {tuple(own[k].shape)}"
+        f"{k}: {tuple(state_dict[k].shape)} in file, "
+        f"{tuple(own[k].shape)} in model"
         for k in sorted(set(state_dict) & set(own))
         if state_dict[k].shape != own[k].shape
     ]
@@ -98,9 +179,15 @@ def load_matching(module, state_dict, source, allow_missing=()):
             ("shape mismatch", shapes),
         ):
             if keys:
-                parts.append(f"{name} ({len(keys)}): {', '.join(keys[:6])}")
+                more = ", ..." if len(keys) > 6 else ""
+                parts.append(
+                    f"{name} ({len(keys)}): {', '.join(keys[:6])}{more}"
+                )
         raise CheckpointError(
             f"{source} does not fit {type(module).__name__}: "
             + "; ".join(parts)
         )
     module.load_state_dict(state_dict, strict=False)
+    if fresh:
+        logger.info("%s: kept fresh %s", source, ", ".join(fresh))
+    return fresh

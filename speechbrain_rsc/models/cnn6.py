@@ -2,12 +2,22 @@
 
 Four blocks of [5x5 convolution without bias, batch norm, ReLU, 2x2 average
 pooling] with 64/128/256/512 channels, then mean over frequency, max + mean
-over time, a 512-unit layer and the class head. It reads the ICBHI
+over time, a 512-unit layer with ReLU and the class head. It reads the ICBHI
 pipeline's 128-bin Kaldi fbank.
 
 Pretrained: ``Cnn6_mAP=0.343.pth`` (PANNs, state dict under ``"model"``).
-Its AudioSet head and its STFT/log-mel extractor are dropped; its ``bn0``
-normalises 64 mel bins while ours sees 128, so ``bn0`` starts fresh.
+Our submodules carry the PANNs names (``bn0``, ``conv_blockN.conv1``,
+``conv_blockN.bn1``, ``fc1``), so loading is a filter, not a renaming: the
+AudioSet head ``fc_audioset`` and the STFT/log-mel extractor
+(``spectrogram_extractor``, ``logmel_extractor``) are dropped, and ``bn0``,
+which normalises PANNs' 64 mel bins while ours sees 128, starts fresh
+(loaded only when the file's bin count equals ``n_mels``). A fresh ``bn0``
+standardises each of our bins in training, which is what the pretrained
+convolutions saw in PANNs.
+
+Parameters: 4.57M with a 4-class head. PANNs' own CNN6 has 4.84M, of
+which 0.27M are its 527-class AudioSet head: that is the 4.8M of the
+paper's Table 2. (The Patch-Mix CL CNN6 has no ``bn0`` nor ``fc1``: 4.31M.)
 
 Example
 -------
@@ -16,19 +26,33 @@ Example
 torch.Size([2, 4])
 """
 
+import logging
+
 import torch
 
 from speechbrain_rsc.models.checkpoints import (
     load_matching,
     load_state_dict_file,
 )
-from speechbrain_rsc.models.frontends import FbankFrontEnd
+from speechbrain_rsc.models.frontends import FbankBackbone, FbankFrontEnd
+
+logger = logging.getLogger(__name__)
 
 PANNS_DROPPED = ("fc_audioset.", "spectrogram_extractor.", "logmel_extractor.")
 
 
 class ConvBlock(torch.nn.Module):
-    """5x5 convolution (no bias), batch norm, ReLU, 2x2 average pooling."""
+    """5x5 convolution (no bias), batch norm, ReLU, 2x2 average pooling.
+
+    Arguments
+    ---------
+    in_channels, out_channels : int
+
+    Example
+    -------
+    >>> ConvBlock(1, 8)(torch.zeros(2, 1, 16, 10)).shape
+    torch.Size([2, 8, 8, 5])
+    """
 
     def __init__(self, in_channels, out_channels):
         super().__init__()
@@ -43,7 +67,7 @@ class ConvBlock(torch.nn.Module):
         return torch.nn.functional.avg_pool2d(x, 2)
 
 
-class CNN6(torch.nn.Module):
+class CNN6(FbankBackbone):
     """PANNs CNN6 on 128-bin fbank, with a new class head.
 
     Arguments
@@ -53,14 +77,16 @@ class CNN6(torch.nn.Module):
     n_classes : int
     spec_augment : bool
         Mask the fbank while training.
-    channels : tuple of int
+    channels : sequence of int
         Widths of the four blocks (PANNs: 64, 128, 256, 512).
     n_mels : int
     dropout : float
         Dropout before and after the 512-unit layer (PANNs: 0.5).
+    block_dropout : float
+        Dropout after each block (PANNs: 0.2).
+    sample_rate : int, optional
+        The data's sample rate, checked against 16000.
     """
-
-    sample_rate = 16000
 
     def __init__(
         self,
@@ -70,8 +96,13 @@ class CNN6(torch.nn.Module):
         channels=(64, 128, 256, 512),
         n_mels=128,
         dropout=0.5,
+        block_dropout=0.2,
+        sample_rate=None,
     ):
         super().__init__()
+        self.check_sample_rate(sample_rate)
+        if len(channels) != 4:
+            raise ValueError(f"CNN6 has 4 blocks, got channels={channels}")
         self.front_end = FbankFrontEnd(self.sample_rate, n_mels, spec_augment)
         self.bn0 = torch.nn.BatchNorm2d(n_mels)
         widths = [1, *channels]
@@ -80,35 +111,48 @@ class CNN6(torch.nn.Module):
             self.add_module(f"conv_block{i + 1}", block)
         self.fc1 = torch.nn.Linear(channels[-1], channels[-1])
         self.dropout = torch.nn.Dropout(dropout)
+        self.block_dropout = torch.nn.Dropout(block_dropout)
         self.head = torch.nn.Linear(channels[-1], n_classes)
         if pretrained_path is not None:
             self.load_panns(pretrained_path)
 
     def load_panns(self, path):
-        """Load a PANNs CNN6 checkpoint, keeping our head (and ``bn0`` when
-        its size differs).
+        """Load a PANNs CNN6 checkpoint: keep our head, drop the AudioSet
+        head and the extractor, and keep ``bn0`` fresh when its bin count
+        differs from ours.
+
+        Raises
+        ------
+        FileNotFoundError, CheckpointError
+            Naming ``path``.
         """
         state = load_state_dict_file(path, key="model")
-        state = {
-            k: v for k, v in state.items() if not k.startswith(PANNS_DROPPED)
-        }
         allow = ["head."]
-        if (
-            state.get("bn0.weight", self.bn0.weight).shape
-            != self.bn0.weight.shape
-        ):
+        theirs = state.get("bn0.weight")
+        if theirs is not None and theirs.shape != self.bn0.weight.shape:
+            logger.info(
+                "%s: bn0 normalises %d mel bins, ours %d: bn0 starts fresh",
+                path,
+                theirs.numel(),
+                self.bn0.weight.numel(),
+            )
             state = {k: v for k, v in state.items() if not k.startswith("bn0.")}
             allow.append("bn0.")
-        load_matching(self, state, str(path), allow_missing=allow)
+        load_matching(
+            self,
+            state,
+            path,
+            allow_missing=allow,
+            allow_unexpected=PANNS_DROPPED,
+        )
 
     def embed(self, wavs):
-        """The 512-d clip embedding of a batch of waveforms."""
-        x = self.front_end(wavs)
+        """The clip embedding ``[batch, channels[-1]]`` of waveforms."""
+        x = self.front_end(wavs)  # [B, T, F]
         x = self.bn0(x.transpose(1, 2).unsqueeze(-1)).squeeze(-1)
         x = x.transpose(1, 2).unsqueeze(1)  # [B, 1, T, F]
         for i in range(1, 5):
-            x = getattr(self, f"conv_block{i}")(x)
-            x = torch.nn.functional.dropout(x, 0.2, self.training)
+            x = self.block_dropout(getattr(self, f"conv_block{i}")(x))
         x = x.mean(dim=3)
         x = x.amax(dim=2) + x.mean(dim=2)
         return torch.relu(self.fc1(self.dropout(x)))

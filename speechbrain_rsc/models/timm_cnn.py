@@ -1,28 +1,42 @@
 """ResNet18 and EfficientNet-B0 (timm) on the fbank as a 1-channel image.
 
+The input is the normalised fbank ``[batch, 1, frames, 128]``.
+
 Pretrained: a local ImageNet weight file in timm's layout (``.pth``,
 ``.bin`` or ``.safetensors``). Its first convolution is adapted to one
-input channel by summing over the RGB channels (as timm does), and its
-ImageNet classifier is replaced by a new head.
+input channel with timm's own ``adapt_input_conv`` (sum over the RGB
+channels), and its ImageNet classifier is replaced by a new head.
+
+timm can load such a file itself (``pretrained=True,
+pretrained_cfg_overlay=dict(file=path)``, offline, same result), but a
+wrong file then gives a bare ``RuntimeError`` without the path, a missing
+one an empty ``FileNotFoundError``, and whether it unpickles with
+``weights_only=True`` depends on the timm version; so we read the file
+ourselves.
+
+Parameters with a 4-class head and a 1-channel stem: ResNet18 11.17M,
+EfficientNet-B0 4.01M. The paper's Table 2 (11.7M, 5.3M) counts timm's
+ImageNet models: 1000-class head and 3-channel stem (11.69M, 5.29M).
 
 Example
 -------
+>>> import torch
 >>> model = ResNet18(spec_augment=False)
 >>> model(torch.zeros(2, 16000)).shape
 torch.Size([2, 4])
 """
 
 import timm
-import torch
+from timm.models import adapt_input_conv
 
 from speechbrain_rsc.models.checkpoints import (
     load_matching,
     load_state_dict_file,
 )
-from speechbrain_rsc.models.frontends import FbankFrontEnd
+from speechbrain_rsc.models.frontends import FbankBackbone, FbankFrontEnd
 
 
-class TimmFbankCNN(torch.nn.Module):
+class TimmFbankCNN(FbankBackbone):
     """A timm image classifier over the 128-bin fbank.
 
     Arguments
@@ -33,10 +47,11 @@ class TimmFbankCNN(torch.nn.Module):
     spec_augment : bool
     drop_rate : float
         Dropout before the classifier.
+    sample_rate : int, optional
+        The data's sample rate, checked against 16000.
     """
 
     timm_name = None
-    sample_rate = 16000
 
     def __init__(
         self,
@@ -44,8 +59,10 @@ class TimmFbankCNN(torch.nn.Module):
         n_classes=4,
         spec_augment=True,
         drop_rate=0.0,
+        sample_rate=None,
     ):
         super().__init__()
+        self.check_sample_rate(sample_rate)
         self.front_end = FbankFrontEnd(self.sample_rate, 128, spec_augment)
         self.net = timm.create_model(
             self.timm_name,
@@ -58,15 +75,23 @@ class TimmFbankCNN(torch.nn.Module):
             self.load_imagenet(pretrained_path)
 
     def load_imagenet(self, path):
-        """Load ImageNet weights: 1-channel first conv, new classifier."""
+        """Load ImageNet weights: 1-channel first conv, new classifier.
+
+        Raises
+        ------
+        FileNotFoundError, CheckpointError
+            Naming ``path``.
+        """
         state = load_state_dict_file(path)
         cfg = self.net.pretrained_cfg
         first = f"{cfg['first_conv']}.weight"
-        if first in state and state[first].shape[1] == 3:
-            state[first] = state[first].sum(dim=1, keepdim=True)
+        if first in state and state[first].dim() == 4:
+            if state[first].shape[1] != 1:
+                state[first] = adapt_input_conv(1, state[first])
         head = f"{cfg['classifier']}."
-        state = {k: v for k, v in state.items() if not k.startswith(head)}
-        load_matching(self.net, state, str(path), allow_missing=[head])
+        load_matching(
+            self.net, state, path, allow_missing=[head], allow_unexpected=[head]
+        )
 
     def forward(self, wavs, lens=None, prompts=None):
         """Logits ``[batch, n_classes]``; ``lens``, ``prompts`` unused."""
