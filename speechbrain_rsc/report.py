@@ -139,7 +139,11 @@ def table1(groups, backbone):
         rows.append(_row(label, students))
         if mode == "mean" and len(students) > 1:
             rows.append(
-                _ensemble_row(f"{name}-d++[k={len(students)}]", students)
+                _ensemble_row(
+                    f"{name}-d++[k={len(students)}] "
+                    f"(students of k={k} mean teacher)",
+                    students,
+                )
             )
     return rows
 
@@ -280,6 +284,7 @@ def plot_k_curves(curves, backbone, folder):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     paths = []
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -298,6 +303,7 @@ def plot_k_curves(curves, backbone, folder):
                 label=f"{mode} teacher",
             )
     ax.set_xlabel("number of teachers k")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("student test Score (%)")
     ax.set_title(f"{backbone.upper()}-d: Score vs k (mean ± std over seeds)")
     ax.grid(alpha=0.3)
@@ -323,6 +329,7 @@ def plot_k_curves(curves, backbone, folder):
             label=f"{backbone.upper()}-d[k] mean-teacher student",
         )
     ax.set_xlabel("number of teachers k")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("test Score (%)")
     ax.grid(alpha=0.3)
     twin = ax.twinx()
