@@ -1,0 +1,266 @@
+"""FusedEnsemble against the sequential EnsembleModel."""
+
+import csv
+import logging
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from speechbrain_rsc.brains import EnsembleBrain, EnsembleModel
+from speechbrain_rsc.dataio import dataio_prep
+from speechbrain_rsc.fused import (
+    FusedEnsemble,
+    architecture_mismatch,
+    make_ensemble,
+)
+from speechbrain_rsc.models import build_backbone
+
+RATE = 16000
+SMALL_CNN6 = {"channels": (8, 16, 16, 32)}
+TINY_CLAP = {
+    "projection_dim": 8,
+    "audio_config": {
+        "patch_embeds_hidden_size": 4,
+        "hidden_size": 32,
+        "depths": [1, 1, 1, 1],
+        "num_attention_heads": [1, 1, 1, 1],
+    },
+    "text_config": {
+        "vocab_size": 400,
+        "hidden_size": 8,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 1,
+        "intermediate_size": 16,
+        "max_position_embeddings": 66,
+    },
+}
+
+
+def randomise_batch_norm(model, seed):
+    """Give every BatchNorm its own running statistics and affine terms."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                shape = module.running_mean.shape
+                module.running_mean.copy_(torch.randn(shape, generator=gen))
+                module.running_var.copy_(torch.rand(shape, generator=gen) + 0.5)
+                module.weight.copy_(torch.rand(shape, generator=gen) + 0.5)
+                module.bias.copy_(torch.randn(shape, generator=gen) * 0.1)
+                module.num_batches_tracked.fill_(seed)
+    return model
+
+
+def members_of(name, options, k=3):
+    members = []
+    for seed in range(k):
+        torch.manual_seed(100 + seed)
+        model = build_backbone(name, options)
+        members.append(randomise_batch_norm(model, seed).eval())
+    return members
+
+
+def check_matches_sequential(members, wavs, prompts=None, lens=None):
+    fused = FusedEnsemble.from_members(members)
+    sequential = EnsembleModel(members).eval()
+    with torch.no_grad():
+        got = fused.member_logits(wavs, lens, prompts)
+        own = torch.stack([m(wavs, lens, prompts) for m in members])
+        mean = fused(wavs, lens, prompts)
+        expected = sequential(wavs, lens, prompts)
+    assert got.shape == (len(members), len(wavs), 4)
+    # the members really differ, so a wrong member order would show
+    assert (own[0] - own[1]).abs().max() > 1e-3
+    torch.testing.assert_close(got, own, atol=1e-5, rtol=0)
+    torch.testing.assert_close(mean, expected, atol=1e-5, rtol=0)
+    # vmap did it: no fallback happened
+    assert fused.use_vmap
+    return fused
+
+
+def test_cnn6_fused_equals_sequential():
+    members = members_of("cnn6", {**SMALL_CNN6, "spec_augment": True})
+    wavs = torch.randn(3, RATE)
+    fused = check_matches_sequential(members, wavs)
+    assert fused.front_end_name == "front_end"
+    assert fused.sample_rate == RATE
+    # the front end is not stacked: only the network after it
+    names = fused.stacked.tensors()
+    assert not any(n.startswith("front_end.") for n in names)
+    assert names["conv_block1.bn1.running_mean"].shape == (3, 8)
+    assert names["head.weight"].shape == (3, 4, 32)
+
+
+def test_resnet18_fused_equals_sequential():
+    members = members_of("resnet18", {"spec_augment": False})
+    check_matches_sequential(members, torch.randn(2, RATE))
+
+
+def test_bts_fused_equals_sequential_with_prompts_and_lens():
+    members = members_of("bts", {"clap_config": TINY_CLAP}, k=2)
+    wavs = torch.randn(2, 9600)
+    prompts = [
+        "This sound was recorded from the trachea of a patient.",
+        "This sound was recorded from the left anterior chest.",
+    ]
+    lens = torch.tensor([1.0, 0.5])
+    fused = check_matches_sequential(members, wavs, prompts, lens)
+    assert fused.front_end_name == "features"
+
+
+def test_large_batches_go_member_by_member(monkeypatch):
+    members = members_of("cnn6", SMALL_CNN6, k=2)
+    fused = FusedEnsemble(members, max_vmap_batch=2)
+    calls = []
+    vmap = torch.vmap
+
+    def counting_vmap(*args, **kwargs):
+        calls.append(1)
+        return vmap(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "vmap", counting_vmap)
+    wavs = torch.randn(3, RATE)
+    with torch.no_grad():
+        own = torch.stack([m(wavs) for m in members])
+        torch.testing.assert_close(
+            fused.member_logits(wavs), own, atol=1e-5, rtol=0
+        )
+        assert calls == []
+        fused.member_logits(wavs[:2])
+    assert calls == [1]
+    assert fused.use_vmap
+
+
+def test_members_are_copied():
+    members = members_of("cnn6", SMALL_CNN6, k=2)
+    fused = FusedEnsemble(members)
+    wavs = torch.randn(1, RATE)
+    with torch.no_grad():
+        before = fused(wavs)
+        members[0].head.bias.add_(10.0)
+        torch.testing.assert_close(fused(wavs), before)
+
+
+class Plain(torch.nn.Module):
+    sample_rate = RATE
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(5, 4)
+
+    def forward(self, wavs, lens=None, prompts=None):
+        return self.fc(wavs)
+
+
+class Branchy(Plain):
+    """A member with data-dependent control flow, which vmap refuses."""
+
+    def forward(self, wavs, lens=None, prompts=None):
+        out = self.fc(wavs)
+        if out.sum() > 0:
+            return out
+        return -out
+
+
+def test_fallback_loop_when_vmap_fails(caplog):
+    torch.manual_seed(0)
+    members = [Branchy().eval() for _ in range(3)]
+    fused = FusedEnsemble(members)
+    wavs = torch.randn(6, 5)
+    with caplog.at_level(logging.WARNING, logger="speechbrain_rsc.fused"):
+        with torch.no_grad():
+            first = fused.member_logits(wavs)
+            second = fused(wavs)
+            own = torch.stack([m(wavs) for m in members])
+    warnings = [r for r in caplog.records if "torch.vmap cannot" in r.message]
+    assert len(warnings) == 1
+    assert "Branchy" in warnings[0].message
+    assert not fused.use_vmap
+    torch.testing.assert_close(first, own, atol=1e-6, rtol=0)
+    torch.testing.assert_close(second, own.mean(dim=0), atol=1e-6, rtol=0)
+
+
+def test_input_error_is_raised_not_swallowed():
+    members = members_of("cnn6", SMALL_CNN6, k=2)
+    fused = FusedEnsemble(members)
+    with pytest.raises(ValueError, match="expected waveforms"):
+        fused(torch.zeros(RATE))
+    # a wrong feature width inside the network: the loop fails too
+    fused = FusedEnsemble([Plain(), Plain()])
+    with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
+        fused.member_logits(torch.zeros(2, 3))
+    assert not fused._warned
+
+
+def test_training_mode_is_refused():
+    fused = FusedEnsemble(members_of("cnn6", SMALL_CNN6, k=2))
+    assert not fused.training
+    fused.train()
+    with pytest.raises(RuntimeError, match="eval mode only"):
+        fused(torch.zeros(1, RATE))
+
+
+def test_make_ensemble_fuses_only_one_architecture():
+    same = members_of("cnn6", SMALL_CNN6, k=2)
+    assert isinstance(make_ensemble(same), FusedEnsemble)
+    assert type(make_ensemble(same, fused=False)) is EnsembleModel
+    wider = build_backbone("cnn6", {"channels": (8, 16, 16, 64)}).eval()
+    mixed = make_ensemble([*same, wider])
+    assert type(mixed) is EnsembleModel
+    problem = architecture_mismatch([*same, wider])
+    assert problem.startswith("member 2 has another backbone_config")
+    other = build_backbone("resnet18", {}).eval()
+    assert "member 1 is a ResNet18, member 0 a CNN6" == (
+        architecture_mismatch([same[0], other])
+    )
+    with pytest.raises(ValueError, match="one architecture: member 1 is a"):
+        FusedEnsemble([same[0], other])
+
+
+def test_settings_outside_the_state_are_compared():
+    a, b = torch.nn.Dropout(0.1), torch.nn.Dropout(0.2)
+    assert architecture_mismatch([a, b]) == (
+        "member 1 has other settings in 'root'"
+    )
+
+
+def write_manifest(folder, n, rng):
+    rows = []
+    for i in range(n):
+        path = folder / f"c_{i}.wav"
+        signal = rng.normal(0, 0.1, RATE).astype("float32")
+        soundfile.write(path, signal, RATE, subtype="FLOAT")
+        rows.append(
+            {
+                "ID": f"c_{i}",
+                "wav": str(path),
+                "duration": 1.0,
+                "label": i % 4,
+                "prompt": "p",
+            }
+        )
+    with open(folder / "test.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return folder / "test.csv"
+
+
+def test_ensemble_brain_gives_the_same_bank(tmp_path):
+    csv_path = write_manifest(tmp_path, 5, np.random.default_rng(0))
+    dataset = dataio_prep({"test": csv_path}, RATE)["test"]
+    members = members_of("cnn6", SMALL_CNN6)
+    banks = []
+    for model in (EnsembleModel(members), make_ensemble(members)):
+        brain = EnsembleBrain(
+            modules={"model": model},
+            hparams={"test_dataloader_opts": {"batch_size": 2}},
+            run_opts={"device": "cpu", "noprogressbar": True},
+        )
+        banks.append(brain.logit_bank({"test": dataset}, {}))
+    assert banks[1].ids["test"] == [f"c_{i}" for i in range(5)]
+    torch.testing.assert_close(
+        banks[1].logits["test"], banks[0].logits["test"], atol=1e-5, rtol=0
+    )
