@@ -19,6 +19,7 @@ import random
 import numpy as np
 import speechbrain as sb
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 from speechbrain_rsc.bank import LogitBank, mean_logits
 from speechbrain_rsc.data.schema import N_CLASSES
@@ -44,6 +45,17 @@ class RSCBrain(sb.Brain):
     def training_targets(self, batch):
         """The ``[batch, 4]`` target distribution used while training."""
         raise NotImplementedError
+
+    def _wrap_distributed(self):
+        # SpeechBrain 1.1 turns BatchNorm into SyncBatchNorm, which has no
+        # CPU kernel: under torchrun on CPU (gloo), wrap in DDP without it.
+        if not (self.distributed_launch and self.device == "cpu"):
+            return super()._wrap_distributed()
+        for name, module in self.modules.items():
+            if any(p.requires_grad for p in module.parameters()):
+                self.modules[name] = DistributedDataParallel(
+                    module, find_unused_parameters=self.find_unused_parameters
+                )
 
     @staticmethod
     def labels(batch):

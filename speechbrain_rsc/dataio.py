@@ -16,6 +16,7 @@ import soundfile
 import speechbrain as sb
 import torch
 from speechbrain.dataio.dataset import DynamicItemDataset
+from speechbrain.utils.distributed import run_on_main
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +29,8 @@ def resolve_data_folder(data_folder, synthetic_folder, recordings=60, seed=0):
 
     ``data_folder: synthetic`` in a YAML selects the built-in synthetic
     ICBHI-format dataset, generated once into ``synthetic_folder`` (written
-    to a temporary folder and renamed, so a crash leaves nothing behind).
+    to a temporary folder and renamed, so a crash leaves nothing behind),
+    by the main process only under DDP.
 
     Arguments
     ---------
@@ -49,19 +51,24 @@ def resolve_data_folder(data_folder, synthetic_folder, recordings=60, seed=0):
         if not os.path.isdir(data_folder):
             raise FileNotFoundError(f"data_folder {data_folder} does not exist")
         return str(data_folder)
+    run_on_main(_make_synthetic, args=[synthetic_folder, recordings, seed])
+    return str(synthetic_folder)
+
+
+def _make_synthetic(synthetic_folder, recordings, seed):
     from speechbrain_rsc.data.synthetic import make_synthetic_icbhi
 
     target = Path(synthetic_folder)
-    if not target.is_dir():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = tempfile.mkdtemp(dir=target.parent, prefix=".synthetic-")
-        try:
-            make_synthetic_icbhi(tmp, recordings=recordings, seed=seed)
-            os.replace(tmp, target)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        logger.info(f"Synthetic ICBHI dataset written to {target}")
-    return str(target)
+    if target.is_dir():
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=target.parent, prefix=".synthetic-")
+    try:
+        make_synthetic_icbhi(tmp, recordings=recordings, seed=seed)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    logger.info(f"Synthetic ICBHI dataset written to {target}")
 
 
 def dataio_prep(manifests, sample_rate):

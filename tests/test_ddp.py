@@ -1,0 +1,63 @@
+"""Teacher training under torchrun (2 CPU processes, gloo)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from speechbrain_rsc.bank import BANK_FILENAME, LogitBank
+from speechbrain_rsc.brains import TeacherBrain
+from speechbrain_rsc.dataio import dataio_prep
+from speechbrain_rsc.export import load_trained
+
+RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "ICBHI"
+
+
+def test_two_process_training_evaluates_like_one_process(tmp_path):
+    out = tmp_path / "out"
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_port=29517",
+        str(RECIPE / "train_teacher.py"),
+        str(RECIPE / "hparams/cnn6.yaml"),
+        "--distributed_backend=gloo",
+        f"--output_folder={out}",
+        f"--synthetic_folder={tmp_path / 'synthetic'}",
+        f"--prepare_folder={tmp_path / 'prepared'}",
+        "--synthetic_recordings=8",
+        "--duration=1.0",
+        "--number_of_epochs=1",
+        "--batch_size=4",
+        "--num_workers=0",
+        "--backbone_options={channels: [8, 16, 16, 32], spec_augment: False}",
+        "--noprogressbar",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        command,
+        cwd=RECIPE,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    bank = LogitBank.load(out / BANK_FILENAME)
+
+    # one process, same exported checkpoint, same test manifest
+    model, _ = load_trained(out / "model")
+    brain = TeacherBrain(
+        modules={"model": model},
+        hparams={"test_dataloader_opts": {"batch_size": 3}},
+        run_opts={"device": "cpu", "noprogressbar": True},
+    )
+    test = dataio_prep({"test": tmp_path / "prepared" / "test.csv"}, 16000)
+    stats = brain.collect_logits(test["test"])
+    assert stats.summarize() == bank.info["metrics"]["test"]
+    single = torch.cat(stats.logits)
+    assert torch.allclose(single, bank.logits_for("test", stats.ids), atol=1e-5)
