@@ -13,8 +13,9 @@ from hyperpyyaml import load_hyperpyyaml
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "ICBHI"
 REGISTRY = REPO / "tests" / "recipes" / "ICBHI.csv"
+PAPER_YAMLS = sorted((RECIPE / "hparams").glob("paper_*.yaml"))
 TRAINING_YAMLS = sorted(
-    p for p in (RECIPE / "hparams").glob("*.yaml") if p.stem != "paper_demo"
+    p for p in (RECIPE / "hparams").glob("*.yaml") if p not in PAPER_YAMLS
 )
 # Code that reads a recipe's hparams on its behalf.
 LIBRARY = [
@@ -45,16 +46,22 @@ def test_yaml_loads_with_only_data_and_output_overridden(yaml_file, tmp_path):
     assert hparams["modules"]["model"].sample_rate == hparams["sample_rate"]
 
 
-@pytest.mark.parametrize("yaml_file", TRAINING_YAMLS, ids=lambda p: p.stem)
+def script_of(yaml_file):
+    if yaml_file in PAPER_YAMLS:
+        return RECIPE / "run_paper.py"
+    if yaml_file.stem.startswith("distill_"):
+        return RECIPE / "distill.py"
+    return RECIPE / "train_teacher.py"
+
+
+@pytest.mark.parametrize(
+    "yaml_file", TRAINING_YAMLS + PAPER_YAMLS, ids=lambda p: p.stem
+)
 def test_every_top_level_key_is_used(yaml_file):
     text = yaml_file.read_text(encoding="utf-8")
     keys = re.findall(r"^([A-Za-z_][A-Za-z0-9_]*):", text, flags=re.M)
-    script = RECIPE / (
-        "distill.py"
-        if yaml_file.stem.startswith("distill_")
-        else "train_teacher.py"
-    )
-    code = script.read_text() + "".join(p.read_text() for p in LIBRARY)
+    code = script_of(yaml_file).read_text()
+    code += "".join(p.read_text() for p in LIBRARY)
     unused = [
         key
         for key in keys
