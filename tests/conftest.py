@@ -9,6 +9,24 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 REPO = Path(__file__).resolve().parents[1]
 ICBHI_SAMPLE = REPO.parent / "shared" / "icbhi_sample"
+# A CLAP small enough for CPU tests, with the real module layout.
+TINY_CLAP = {
+    "projection_dim": 8,
+    "audio_config": {
+        "patch_embeds_hidden_size": 4,
+        "hidden_size": 32,
+        "depths": [1, 1, 1, 1],
+        "num_attention_heads": [1, 1, 1, 1],
+    },
+    "text_config": {
+        "vocab_size": 400,
+        "hidden_size": 8,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 1,
+        "intermediate_size": 16,
+        "max_position_embeddings": 66,
+    },
+}
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import soundfile
 import torch
+from conftest import TINY_CLAP
 
 from speechbrain_rsc.brains import EnsembleBrain, EnsembleModel
 from speechbrain_rsc.dataio import dataio_prep
@@ -19,23 +20,6 @@ from speechbrain_rsc.models import build_backbone
 
 RATE = 16000
 SMALL_CNN6 = {"channels": (8, 16, 16, 32)}
-TINY_CLAP = {
-    "projection_dim": 8,
-    "audio_config": {
-        "patch_embeds_hidden_size": 4,
-        "hidden_size": 32,
-        "depths": [1, 1, 1, 1],
-        "num_attention_heads": [1, 1, 1, 1],
-    },
-    "text_config": {
-        "vocab_size": 400,
-        "hidden_size": 8,
-        "num_hidden_layers": 1,
-        "num_attention_heads": 1,
-        "intermediate_size": 16,
-        "max_position_embeddings": 66,
-    },
-}
 
 
 def randomise_batch_norm(model, seed):

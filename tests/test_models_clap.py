@@ -6,6 +6,7 @@ import logging
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_CLAP
 
 # conftest.py sets HF_HUB_OFFLINE=1: nothing here may reach a hub.
 from transformers import (
@@ -33,23 +34,7 @@ from speechbrain_rsc.models.laion_convert import (
 )
 
 RATE = 48000
-SMALL = {
-    "projection_dim": 8,
-    "audio_config": {
-        "patch_embeds_hidden_size": 4,
-        "hidden_size": 32,
-        "depths": [1, 1, 1, 1],
-        "num_attention_heads": [1, 1, 1, 1],
-    },
-    "text_config": {
-        "vocab_size": 400,
-        "hidden_size": 8,
-        "num_hidden_layers": 1,
-        "num_attention_heads": 1,
-        "intermediate_size": 16,
-        "max_position_embeddings": 66,
-    },
-}
+SMALL = TINY_CLAP
 SMALL_AUDIO = {k: SMALL[k] for k in ("projection_dim", "audio_config")}
 PROMPT_A = bts_prompt("Tc", "adult", "M", "Meditron")
 PROMPT_B = bts_prompt("Pl", "pediatric", "F", "AKGC417L")
