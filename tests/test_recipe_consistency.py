@@ -78,6 +78,8 @@ DEBUG_RUNS = [
     ("train_teacher.py", "resnet18.yaml"),
     ("train_teacher.py", "efficientnet.yaml"),
     ("train_teacher.py", "ast.yaml"),
+    ("train_teacher.py", "audio_clap.yaml"),
+    ("train_teacher.py", "bts.yaml"),
     ("distill.py", "distill_cnn6.yaml"),
 ]
 
