@@ -32,8 +32,6 @@ Example
 import csv
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +39,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from speechbrain_rsc.atomic import write_atomically
 from speechbrain_rsc.metrics import icbhi_score
 
 BANK_FORMAT = "speechbrain-rsc-bank/1"
@@ -167,8 +166,6 @@ class LogitBank:
 
     def save(self, path):
         """Write the bank to ``path`` atomically."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         tensors = {}
         for split in self.ids:
             tensors[f"logits/{split}"] = self.logits[split].float().contiguous()
@@ -179,14 +176,8 @@ class LogitBank:
             "fingerprints": self.fingerprints,
             "info": self.info,
         }
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata={"bank": json.dumps(header)})
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        metadata = {"bank": json.dumps(header)}
+        write_atomically(path, lambda tmp: save_file(tensors, tmp, metadata))
 
     @classmethod
     def load(cls, path):

@@ -17,11 +17,10 @@ Example
 """
 
 import csv
-import os
-import tempfile
 
 import torch
 
+from speechbrain_rsc.atomic import write_text_atomically
 from speechbrain_rsc.bank import (
     BankMismatchError,
     mean_logits,
@@ -77,16 +76,15 @@ def sweep(banks, split="test", ks=None, curate_on=None):
 
 
 def write_csv(rows, path):
-    """Write ``rows`` (dicts with equal keys) to ``path`` atomically."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    """Write ``rows`` (dicts with equal keys) to ``path`` atomically; no
+    rows, no file.
+    """
+    if not rows:
+        return
+
+    def write(file):
+        writer = csv.DictWriter(file, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+    write_text_atomically(path, write)

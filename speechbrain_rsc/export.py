@@ -16,25 +16,14 @@ Example
 """
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 
+from speechbrain_rsc.atomic import write_atomically
+
 CONFIG_FILE = "model.json"
 WEIGHTS_FILE = "model.ckpt"
-
-
-def _atomic_write(path, write):
-    fd, tmp = tempfile.mkstemp(dir=Path(path).parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def save_trained(model, folder, info):
@@ -57,9 +46,9 @@ def save_trained(model, folder, info):
     config["sample_rate"] = getattr(model, "sample_rate", None)
     config["info"] = info
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    _atomic_write(folder / WEIGHTS_FILE, lambda p: torch.save(state, p))
+    write_atomically(folder / WEIGHTS_FILE, lambda p: torch.save(state, p))
     text = json.dumps(config, indent=2, default=str)
-    _atomic_write(
+    write_atomically(
         folder / CONFIG_FILE,
         lambda p: Path(p).write_text(text, encoding="utf-8"),
     )

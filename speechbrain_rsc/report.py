@@ -12,7 +12,6 @@ Example
 ('student', 'cnn6', 'cnn6', 'mean', 3)
 """
 
-import csv
 import logging
 import math
 import os
@@ -21,14 +20,14 @@ from pathlib import Path
 
 import torch
 
+from speechbrain_rsc.atomic import write_text_atomically
 from speechbrain_rsc.bank import (
     BANK_FILENAME,
     LogitBank,
     select_banks,
-    stack_logits,
 )
 from speechbrain_rsc.distillation import soft_cross_entropy
-from speechbrain_rsc.ensemble import ensemble_logits, evaluate_banks
+from speechbrain_rsc.ensemble import ensemble_logits, evaluate_banks, write_csv
 from speechbrain_rsc.metrics import (
     aggregate_runs,
     confusion_matrix,
@@ -221,14 +220,12 @@ def k_curves(groups, backbone, split="valid"):
     curves = {"k": [], "ensemble_score": [], "ensemble_loss": []}
     for k in range(1, len(teachers) + 1):
         chosen = select_banks(teachers, k=k)
-        ids, logits, labels = ensemble_logits(chosen, "test")
         score = evaluate_banks(chosen, "test")["score"]
         loss = math.nan
         if chosen[0].ids.get(split):
-            v_ids = chosen[0].ids[split]
-            v_logits = stack_logits(chosen, split, v_ids).mean(0)
-            one_hot = torch.nn.functional.one_hot(chosen[0].labels[split], 4)
-            loss = soft_cross_entropy(v_logits, one_hot.float()).item()
+            _, v_logits, v_labels = ensemble_logits(chosen, split)
+            one_hot = torch.nn.functional.one_hot(v_labels, 4).float()
+            loss = soft_cross_entropy(v_logits, one_hot).item()
         curves["k"].append(k)
         curves["ensemble_score"].append(score)
         curves["ensemble_loss"].append(loss)
@@ -265,15 +262,6 @@ def _markdown(rows, columns):
             "| " + " | ".join(str(row.get(c, "")) for c in columns) + " |"
         )
     return "\n".join(lines)
-
-
-def _write_csv(rows, path):
-    if not rows:
-        return
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def plot_k_curves(curves, backbone, folder):
@@ -432,8 +420,8 @@ def write_report(results_folder, report_folder, backbones=None):
     for backbone in backbones:
         rows1 = table1(groups, backbone)
         rows3 = table3(groups, backbone)
-        _write_csv(rows1, os.path.join(report_folder, f"table1_{backbone}.csv"))
-        _write_csv(rows3, os.path.join(report_folder, f"table3_{backbone}.csv"))
+        write_csv(rows1, os.path.join(report_folder, f"table1_{backbone}.csv"))
+        write_csv(rows3, os.path.join(report_folder, f"table3_{backbone}.csv"))
         parts += [f"## Table 1 ({backbone})", "", _markdown(rows1, cols), ""]
         parts += [
             f"## Table 3: teacher variants ({backbone} student)",
@@ -449,7 +437,7 @@ def write_report(results_folder, report_folder, backbones=None):
                     "",
                 ]
     rows2 = table2(groups)
-    _write_csv(rows2, os.path.join(report_folder, "table2.csv"))
+    write_csv(rows2, os.path.join(report_folder, "table2.csv"))
     parts += [
         "## Table 2: hard vs soft labels per backbone",
         "",
@@ -479,8 +467,5 @@ def write_report(results_folder, report_folder, backbones=None):
             "",
         ]
     report = os.path.join(report_folder, "report.md")
-    tmp = report + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write("\n".join(parts))
-    os.replace(tmp, report)
+    write_text_atomically(report, lambda file: file.write("\n".join(parts)))
     return report

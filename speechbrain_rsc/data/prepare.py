@@ -80,6 +80,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from speechbrain_rsc.atomic import write_text_atomically
 from speechbrain_rsc.data.cycles import (
     PADS,
     RecordingError,
@@ -675,15 +676,6 @@ def _metadata(job, patients, diagnoses, valid_patients):
     }
 
 
-def _replace_atomically(path, write):
-    """Call ``write(file)`` on a temporary file, then rename it to path."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as file:
-        write(file)
-    os.replace(tmp, path)
-
-
 def _write_manifest(path, rows):
     def write(file):
         writer = csv.DictWriter(
@@ -692,11 +684,11 @@ def _write_manifest(path, rows):
         writer.writeheader()
         writer.writerows(rows)
 
-    _replace_atomically(path, write)
+    write_text_atomically(path, write)
 
 
 def _write_json(path, data):
-    _replace_atomically(
+    write_text_atomically(
         path, lambda file: file.write(json.dumps(data, indent=2) + "\n")
     )
 
