@@ -7,7 +7,10 @@ For CNN6 (16 kHz) and, when ``speechbrain_rsc.models.clap`` exists, BTS
 the median time of a batch of 1 (latency) and cycles per second at a
 larger batch (throughput), in eval mode under ``torch.no_grad``. The
 ensemble members differ (one seed each); the fused and sequential
-ensembles are checked to agree (the last column).
+ensembles are checked to agree (the last column). The student is
+prepared for inference as ``rsc-classify`` prepares it
+(``speechbrain_rsc.models.folding.for_inference``); the sequential
+ensemble is the members as trained.
 
 Run from the repository root::
 
@@ -99,10 +102,11 @@ def bench_family(label, members, sample_rate, args, device, with_prompts):
     """Table rows of one backbone: student, sequential and fused."""
     from speechbrain_rsc.brains import EnsembleModel
     from speechbrain_rsc.fused import FusedEnsemble
+    from speechbrain_rsc.models.folding import for_inference
 
     members = [m.to(device) for m in members]
     models = [
-        ("student", 1, members[0]),
+        ("student", 1, for_inference(members[0])),
         ("sequential", len(members), EnsembleModel(members).eval()),
         (
             "fused",
@@ -146,6 +150,13 @@ def bench_family(label, members, sample_rate, args, device, with_prompts):
     return rows
 
 
+def vmap_batch(text):
+    """``--max_vmap_batch``: an int, ``none`` or ``auto``."""
+    if text in ("auto", "none"):
+        return None if text == "none" else text
+    return int(text)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default=None, help="default: cuda if any")
@@ -167,9 +178,10 @@ def main():
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument(
         "--max_vmap_batch",
-        type=int,
-        default=None,
-        help="FusedEnsemble's: larger batches go member by member",
+        type=vmap_batch,
+        default="auto",
+        help="FusedEnsemble's: larger batches go member by member "
+        "(an int, 'none': always vmap, or 'auto')",
     )
     parser.add_argument(
         "--bts",

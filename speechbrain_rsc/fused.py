@@ -16,18 +16,24 @@ lens)`` (CLAP family) before anything else; the vmapped copy gets a
 pass-through in that slot and is fed the features.
 
 Eval mode only: BatchNorm uses its running statistics (stacked buffers),
-dropout and SpecAugment are off. Should ``vmap`` fail on an architecture
-(data-dependent control flow, an operator without a batching rule), the
-members are evaluated one after another from the same stacked state,
-with a warning logged once.
+dropout and SpecAugment are off. Batch norms that a backbone declares
+foldable are folded into their convolutions first
+(:mod:`speechbrain_rsc.models.folding`). Should ``vmap`` fail on an
+architecture (data-dependent control flow, an operator without a batching
+rule), the members are evaluated one after another from the same stacked
+state, with a warning logged once.
 
-When it pays (``benchmarks/bench_inference.py``, k=5, 8-s cycles, one
-H200, fp32): at batch 1, CNN6 1.4x and BTS 3.3x faster than the sequential
-ensemble; at batch 64, BTS about as fast (0.94x) but CNN6 2.4x slower, as
-vmap makes each convolution of the k members one grouped convolution
-(the first, with one input channel per member, a slow depthwise one) and
-adds layout copies. Hence ``max_vmap_batch``, which sends larger batches
-member by member.
+vmap or one after another (``benchmarks/bench_inference.py``, k=5, 8-s
+cycles): for the transformers (BTS, AST) vmap wins at every batch size.
+For the convolutional backbones it makes each convolution of the k
+members one grouped convolution, which is slower than k ordinary ones on
+CPU (all batch sizes) and on a GPU past batch 1 (CNN6 on an H200: 1.4x
+faster than sequential at batch 1, 2.4x slower at batch 64). So by default
+(``max_vmap_batch="auto"``) a convolutional ensemble is vmapped only for
+single cycles on CUDA and otherwise runs member by member, still faster
+than the sequential ensemble: front end once, batch norms folded, and
+channels-last convolution weights (each member's slice of the stacked
+weights is stored channels-last).
 
 Example
 -------
@@ -52,6 +58,11 @@ from torch.func import functional_call, stack_module_state
 
 from speechbrain_rsc.bank import mean_logits
 from speechbrain_rsc.brains import EnsembleModel
+from speechbrain_rsc.models.folding import (
+    fold_batch_norms,
+    has_folds,
+    is_convolutional,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -185,16 +196,35 @@ def shared_front_end(members):
     return None
 
 
+def _channels_last_members(stacked):
+    """``[k, out, in, h, w]`` with each ``[i]`` channels-last.
+
+    Strides are set explicitly: with one input channel a permuted copy
+    would keep the NCHW strides, and oneDNN would then run the first
+    convolution (and the copy after it) in NCHW.
+    """
+    k, out, inp, h, w = stacked.shape
+    strides = (out * inp * h * w, h * w * inp, 1, w * inp, inp)
+    result = torch.empty_strided(
+        stacked.shape, strides, dtype=stacked.dtype, device=stacked.device
+    )
+    return result.copy_(stacked)
+
+
 class _StackedState(torch.nn.Module):
     """The members' stacked tensors as buffers (moved by ``.to()``).
 
     Buffer names cannot hold dots, so ``a.b.weight`` is kept as
-    ``a/b/weight``.
+    ``a/b/weight``. With ``channels_last``, stacked convolution weights
+    ``[k, out, in, h, w]`` are laid out so that each member's slice is a
+    channels-last tensor.
     """
 
-    def __init__(self, tensors):
+    def __init__(self, tensors, channels_last=False):
         super().__init__()
         for name, tensor in tensors.items():
+            if channels_last and tensor.dim() == 5:
+                tensor = _channels_last_members(tensor)
             self.register_buffer(name.replace(".", "/"), tensor)
 
     def tensors(self):
@@ -217,18 +247,18 @@ class FusedEnsemble(torch.nn.Module):
         Trained backbones of one class and configuration (see
         :func:`architecture_mismatch`), on one device.
     use_vmap : bool
-        Evaluate all members at once with ``torch.vmap``; ``False``
-        evaluates them one after another (as the fallback does).
+        Evaluate the members at once with ``torch.vmap`` (within
+        ``max_vmap_batch``); ``False`` evaluates them one after another
+        (as the fallback does).
     chunk_size : int, optional
         Members per vmapped call (``torch.vmap``'s ``chunk_size``), to
         bound memory; ``None``: all at once.
-    max_vmap_batch : int, optional
+    max_vmap_batch : int or None or "auto"
         Batches of more cycles go through the members one after another
-        (the front end still computed once). vmap turns a convolution of
-        k members into a grouped convolution, which at large batches is
-        slower than k ordinary ones (CNN6 on an H200: 1.4x faster than
-        sequential at batch 1, 2.4x slower at batch 64); ``None``: always
-        vmap.
+        (the front end still computed once); ``None``: always vmap.
+        ``"auto"``: 1 on CUDA and 0 on CPU for a convolutional backbone
+        (:func:`~speechbrain_rsc.models.folding.is_convolutional`), else
+        ``None`` (see the module's notes).
 
     Example
     -------
@@ -247,7 +277,7 @@ class FusedEnsemble(torch.nn.Module):
     """
 
     def __init__(
-        self, members, use_vmap=True, chunk_size=None, max_vmap_batch=None
+        self, members, use_vmap=True, chunk_size=None, max_vmap_batch="auto"
     ):
         super().__init__()
         members = list(members)
@@ -264,6 +294,8 @@ class FusedEnsemble(torch.nn.Module):
         self.chunk_size = chunk_size
         self.max_vmap_batch = max_vmap_batch
         self.front_end_name = shared_front_end(members)
+        if has_folds(members[0]):
+            members = [fold_batch_norms(m) for m in members]
         template = copy.deepcopy(members[0])
         self.shared_front_end = None
         if self.front_end_name is not None:
@@ -273,6 +305,7 @@ class FusedEnsemble(torch.nn.Module):
         # The network's structure only: its tensors come from the stack.
         # Kept out of the module tree so that .to() and state_dict() skip it.
         self.__dict__["_template"] = template.to("meta").eval()
+        self.convolutional = is_convolutional(template)
         params, buffers = stack_module_state(members)
         skip = f"{self.front_end_name}." if self.front_end_name else None
         self.stacked = _StackedState(
@@ -280,7 +313,8 @@ class FusedEnsemble(torch.nn.Module):
                 name: tensor.detach()
                 for name, tensor in {**params, **buffers}.items()
                 if skip is None or not name.startswith(skip)
-            }
+            },
+            channels_last=self.convolutional,
         )
         self._warned = False
         self.eval()
@@ -312,9 +346,8 @@ class FusedEnsemble(torch.nn.Module):
                 self._template, member_state, (feats, lens, prompts)
             )
 
-        if self.use_vmap and (
-            self.max_vmap_batch is None or len(wavs) <= self.max_vmap_batch
-        ):
+        limit = self.vmap_limit(wavs.device)
+        if self.use_vmap and (limit is None or len(wavs) <= limit):
             try:
                 return torch.vmap(member, chunk_size=self.chunk_size)(state)
             except torch.OutOfMemoryError:
@@ -324,6 +357,24 @@ class FusedEnsemble(torch.nn.Module):
                 self._fall_back(error)
                 return logits
         return self._one_by_one(member, state)
+
+    def vmap_limit(self, device):
+        """The largest batch vmapped on ``device`` (``None``: any).
+
+        Example
+        -------
+        >>> from speechbrain_rsc.models.cnn6 import CNN6
+        >>> fused = FusedEnsemble([CNN6(channels=(4, 8, 8, 16))] * 2)
+        >>> fused.vmap_limit(torch.device("cpu"))
+        0
+        >>> fused.vmap_limit(torch.device("cuda"))
+        1
+        """
+        if self.max_vmap_batch != "auto":
+            return self.max_vmap_batch
+        if not self.convolutional:
+            return None
+        return 1 if torch.device(device).type == "cuda" else 0
 
     def _one_by_one(self, member, state):
         return torch.stack(

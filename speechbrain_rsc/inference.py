@@ -6,7 +6,10 @@ or a folder of runs (``results/cnn6``: every ``<seed>/model`` becomes an
 ensemble member), reads a wav of any sample rate and length, prepares it
 as the data preparation prepares a cycle (resample, fade, cut or pad to the
 model's duration), and returns the class, the four probabilities and, for
-an ensemble, each member's vote.
+an ensemble, each member's vote. The model is prepared for inference
+(:func:`~speechbrain_rsc.models.folding.for_inference`; an ensemble of one
+architecture is a :class:`~speechbrain_rsc.fused.FusedEnsemble`), which
+changes its outputs only by float rounding.
 
 For BTS the prompt comes from the recording's metadata: given explicitly,
 or read from an ICBHI-style file name (location and device; age and sex
@@ -41,6 +44,7 @@ from speechbrain_rsc.data.prompts import bts_prompt
 from speechbrain_rsc.data.schema import CLASS_NAMES, age_group, parse_stem
 from speechbrain_rsc.export import CONFIG_FILE, load_trained, read_config
 from speechbrain_rsc.fused import make_ensemble
+from speechbrain_rsc.models.folding import for_inference
 
 
 def metadata_from_filename(path):
@@ -95,9 +99,8 @@ class RespiratoryClassifier(Pretrained):
         folders = model_folders(folder)
         configs = [read_config(f) for f in folders]
         if len(folders) == 1:
-            model = load_trained(folders[0])[0]
+            model = for_inference(load_trained(folders[0])[0])
         else:
-            # one file at a time: the fused ensemble has the lower latency
             model = make_ensemble([load_trained(f)[0] for f in folders])
         info = configs[0]["info"]
         hparams = {

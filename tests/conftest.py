@@ -2,6 +2,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 # No test may reach a hub: everything loads from files the tests write.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -35,3 +36,18 @@ def icbhi_sample():
     if not (ICBHI_SAMPLE / "ICBHI_final_database").is_dir():
         pytest.skip(f"real ICBHI sample not found at {ICBHI_SAMPLE}")
     return ICBHI_SAMPLE
+
+
+def randomise_batch_norm(model, seed):
+    """Give every BatchNorm its own running statistics and affine terms."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                shape = module.running_mean.shape
+                module.running_mean.copy_(torch.randn(shape, generator=gen))
+                module.running_var.copy_(torch.rand(shape, generator=gen) + 0.5)
+                module.weight.copy_(torch.rand(shape, generator=gen) + 0.5)
+                module.bias.copy_(torch.randn(shape, generator=gen) * 0.1)
+                module.num_batches_tracked.fill_(seed)
+    return model

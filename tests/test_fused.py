@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import soundfile
 import torch
-from conftest import TINY_CLAP
+from conftest import TINY_CLAP, randomise_batch_norm
 
 from speechbrain_rsc.brains import EnsembleBrain, EnsembleModel
 from speechbrain_rsc.dataio import dataio_prep
@@ -17,24 +17,10 @@ from speechbrain_rsc.fused import (
     make_ensemble,
 )
 from speechbrain_rsc.models import build_backbone
+from speechbrain_rsc.models.folding import fold_batch_norms
 
 RATE = 16000
 SMALL_CNN6 = {"channels": (8, 16, 16, 32)}
-
-
-def randomise_batch_norm(model, seed):
-    """Give every BatchNorm its own running statistics and affine terms."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-                shape = module.running_mean.shape
-                module.running_mean.copy_(torch.randn(shape, generator=gen))
-                module.running_var.copy_(torch.rand(shape, generator=gen) + 0.5)
-                module.weight.copy_(torch.rand(shape, generator=gen) + 0.5)
-                module.bias.copy_(torch.randn(shape, generator=gen) * 0.1)
-                module.num_batches_tracked.fill_(seed)
-    return model
 
 
 def members_of(name, options, k=3):
@@ -46,8 +32,8 @@ def members_of(name, options, k=3):
     return members
 
 
-def check_matches_sequential(members, wavs, prompts=None, lens=None):
-    fused = FusedEnsemble.from_members(members)
+def check_matches_sequential(members, wavs, prompts=None, lens=None, **options):
+    fused = FusedEnsemble.from_members(members, **options)
     sequential = EnsembleModel(members).eval()
     with torch.no_grad():
         got = fused.member_logits(wavs, lens, prompts)
@@ -64,22 +50,48 @@ def check_matches_sequential(members, wavs, prompts=None, lens=None):
     return fused
 
 
-def test_cnn6_fused_equals_sequential():
+@pytest.mark.parametrize("max_vmap_batch", [None, "auto"])
+def test_cnn6_fused_equals_sequential(max_vmap_batch):
     members = members_of("cnn6", {**SMALL_CNN6, "spec_augment": True})
     wavs = torch.randn(3, RATE)
-    fused = check_matches_sequential(members, wavs)
+    fused = check_matches_sequential(
+        members, wavs, max_vmap_batch=max_vmap_batch
+    )
     assert fused.front_end_name == "front_end"
     assert fused.sample_rate == RATE
     # the front end is not stacked: only the network after it
     names = fused.stacked.tensors()
     assert not any(n.startswith("front_end.") for n in names)
-    assert names["conv_block1.bn1.running_mean"].shape == (3, 8)
+    # the blocks' batch norms are folded into their convolutions
+    assert not any(".bn1." in n for n in names)
+    assert names["conv_block1.conv1.bias"].shape == (3, 8)
+    assert names["bn0.running_mean"].shape == (3, 128)
     assert names["head.weight"].shape == (3, 4, 32)
+    # each member's convolution weights are channels-last
+    weight = names["conv_block2.conv1.weight"]
+    assert weight.shape == (3, 16, 8, 5, 5)
+    assert weight[1].is_contiguous(memory_format=torch.channels_last)
+    assert not weight[1].is_contiguous()
+    # with one input channel too, with the strides .to(channels_last) sets
+    first = names["conv_block1.conv1.weight"][2]
+    assert first.stride() == (25, 1, 5, 1)
+    folded = fold_batch_norms(members[2]).conv_block1.conv1.weight
+    assert torch.equal(first, folded)
+    assert fused.convolutional
+    assert fused.vmap_limit(torch.device("cpu")) == (
+        0 if max_vmap_batch == "auto" else None
+    )
+    # the members themselves are left as they were
+    assert isinstance(members[0].conv_block1.bn1, torch.nn.BatchNorm2d)
 
 
 def test_resnet18_fused_equals_sequential():
     members = members_of("resnet18", {"spec_augment": False})
-    check_matches_sequential(members, torch.randn(2, RATE))
+    for max_vmap_batch in (None, "auto"):
+        fused = check_matches_sequential(
+            members, torch.randn(2, RATE), max_vmap_batch=max_vmap_batch
+        )
+        assert fused.convolutional
 
 
 def test_bts_fused_equals_sequential_with_prompts_and_lens():
@@ -92,6 +104,10 @@ def test_bts_fused_equals_sequential_with_prompts_and_lens():
     lens = torch.tensor([1.0, 0.5])
     fused = check_matches_sequential(members, wavs, prompts, lens)
     assert fused.front_end_name == "features"
+    # a transformer: vmapped at any batch size, weights as stacked
+    assert not fused.convolutional
+    assert fused.vmap_limit(torch.device("cpu")) is None
+    assert fused.vmap_limit(torch.device("cuda")) is None
 
 
 def test_large_batches_go_member_by_member(monkeypatch):

@@ -54,6 +54,9 @@ class ConvBlock(torch.nn.Module):
     torch.Size([2, 8, 8, 5])
     """
 
+    # bn1 reads only conv1's output (see speechbrain_rsc.models.folding)
+    batch_norm_folds = (("conv1", "bn1"),)
+
     def __init__(self, in_channels, out_channels):
         super().__init__()
         self.conv1 = torch.nn.Conv2d(
