@@ -210,6 +210,7 @@ def run_brain(cls, model, train_set, args, device, *brain_args):
             "seed": 1,
             "lr_schedule": CosineAnnealing(1e-3, epochs),
             "epoch_counter": EpochCounter(epochs),
+            "channels_last": args.channels_last,
         },
         run_opts={
             "device": str(device),
@@ -242,12 +243,15 @@ def run_plain(model, wavs, labels, args, device):
         Seconds of the timed epochs (the warm-up dropped).
     """
     model = model.to(device).train()
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     loader = torch.utils.data.DataLoader(
         torch.utils.data.TensorDataset(wavs, labels),
         batch_size=args.batch_size,
         shuffle=True,
         num_workers=args.num_workers,
+        pin_memory=device.type == "cuda",
     )
     dtype = AMP_DTYPES[args.precision]
     scaler = torch.amp.GradScaler(device.type, enabled=args.precision == "fp16")
@@ -256,8 +260,8 @@ def run_plain(model, wavs, labels, args, device):
         synchronize(device)
         start = time.perf_counter()
         for batch_wavs, batch_labels in loader:
-            batch_wavs = batch_wavs.to(device)
-            batch_labels = batch_labels.to(device)
+            batch_wavs = batch_wavs.to(device, non_blocking=True)
+            batch_labels = batch_labels.to(device, non_blocking=True)
             with torch.autocast(
                 device.type, dtype=dtype, enabled=dtype is not None
             ):
@@ -300,6 +304,12 @@ def add_common_options(parser):
     parser.add_argument(
         "--threads", type=int, default=1, help="torch CPU threads (0: all)"
     )
+    parser.add_argument(
+        "--channels_last",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="NHWC model in both loops (the recipe's CNN6 setting)",
+    )
     parser.add_argument("--work", type=Path, default=None)
 
 
@@ -341,7 +351,8 @@ def main():
         f"CNN6 {tuple(args.channels)}, {n} train cycles of "
         f"{args.duration:g} s, batch {args.batch_size}, {args.epochs} timed "
         f"epochs after 1 warm-up, {args.repeats} repeat(s) (median), "
-        f"{args.precision}, num_workers {args.num_workers}, {device}\n"
+        f"{args.precision}, num_workers {args.num_workers}, channels_last "
+        f"{args.channels_last}, {device}\n"
     )
     print_table(
         ["loop", "cycles/s", "vs plain"],

@@ -208,3 +208,70 @@ def test_header_only_manifest_gives_empty_dataset(tmp_path, manifests):
     datasets = dataio_prep({**manifests, "valid": empty}, RATE)
     assert len(datasets["valid"]) == 0
     assert len(datasets["train"]) == 24
+
+
+class TinyConvNet(torch.nn.Module):
+    """A convolution over the waveform folded into a 2-d image."""
+
+    sample_rate = RATE
+
+    def __init__(self):
+        super().__init__()
+        # no bias: before a batch norm its gradient is rounding noise,
+        # which Adam would scale up to full steps
+        self.conv = torch.nn.Conv2d(2, 6, 3, padding=1, bias=False)
+        self.bn = torch.nn.BatchNorm2d(6)
+        self.out = torch.nn.Linear(6, 4)
+
+    def forward(self, wavs, lens=None, prompts=None):
+        image = wavs[:, :1000].reshape(-1, 2, 25, 20) * 10
+        x = torch.relu(self.bn(self.conv(image)))
+        return self.out(x.mean(dim=(2, 3)))
+
+
+def test_channels_last_trains_as_nchw(tmp_path, manifests):
+    datasets = dataio_prep(manifests, RATE)
+    params = {}
+    for channels_last in (False, True):
+        torch.manual_seed(0)
+        model = TinyConvNet()
+        initial = {k: v.clone() for k, v in model.state_dict().items()}
+        brain = TeacherBrain(
+            modules={"model": model},
+            opt_class=lambda p: torch.optim.Adam(p, lr=0.05),
+            hparams={
+                "seed": 3,
+                "lr_schedule": CosineAnnealing(0.05, 2),
+                "epoch_counter": EpochCounter(2),
+                "channels_last": channels_last,
+            },
+            run_opts={"device": "cpu", "noprogressbar": True},
+            checkpointer=Checkpointer(
+                tmp_path / str(channels_last), {"model": model}
+            ),
+        )
+        weight = model.conv.weight
+        nhwc = weight.is_contiguous(memory_format=torch.channels_last)
+        assert nhwc is channels_last
+        assert weight.is_contiguous() is not channels_last
+        fit(brain, datasets)
+        params[len(params)] = dict(model.named_parameters())
+    for name, value in params[1].items():
+        assert not torch.equal(value, initial[name])
+        torch.testing.assert_close(
+            value, params[0][name], atol=1e-4, rtol=1e-4
+        )
+
+
+def test_loaders_pin_memory_on_cuda_only(tmp_path, manifests):
+    dataset = dataio_prep(manifests, RATE)["test"]
+    brain, _ = make_brain(TeacherBrain, tmp_path)
+    loader = brain.make_dataloader(dataset, "test", ckpt_prefix=None)
+    assert loader.pin_memory is False
+    brain.device = "cuda:0"  # the loader is only built, never iterated
+    loader = brain.make_dataloader(dataset, "test", ckpt_prefix=None)
+    assert loader.pin_memory is True
+    loader = brain.make_dataloader(
+        dataset, "test", ckpt_prefix=None, pin_memory=False
+    )
+    assert loader.pin_memory is False
