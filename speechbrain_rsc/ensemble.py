@@ -1,4 +1,6 @@
-"""Ensembles X++[k] evaluated from logit banks: mean logits, then argmax.
+"""Ensembles X++[k] evaluated from logit banks: mean logits, then argmax;
+or, for cycles no bank holds, from the members' exported models
+(:func:`evaluate_models`, a fused ensemble over the audio).
 
 Example
 -------
@@ -17,6 +19,7 @@ Example
 """
 
 import csv
+from pathlib import Path
 
 import torch
 
@@ -55,6 +58,55 @@ def evaluate_banks(banks, split="test"):
     """ICBHI Sp/Se/Score of the mean-logit ensemble of ``banks``."""
     _, logits, labels = ensemble_logits(banks, split)
     return icbhi_score(logits.argmax(-1), labels)
+
+
+def evaluate_models(banks, manifest, device=None, batch_size=16):
+    """ICBHI Sp/Se/Score of the ensemble of the models behind ``banks``,
+    run on the audio of a prepared ``manifest``.
+
+    Each bank's run folder must hold the model it exported
+    (``<run>/model``); the members are evaluated as one
+    :func:`~speechbrain_rsc.fused.make_ensemble` by an
+    :class:`~speechbrain_rsc.brains.EnsembleBrain`. On cycles a bank also
+    holds, the result equals :func:`evaluate_banks` (to float rounding).
+
+    Arguments
+    ---------
+    banks : list of LogitBank
+        Loaded from files (their ``source`` locates the runs).
+    manifest : str or Path
+        A prepared CSV at the members' sample rate.
+    device : str, optional
+        CUDA when present, else CPU.
+    batch_size : int
+
+    Raises
+    ------
+    FileNotFoundError
+        Naming a run without an exported model.
+    """
+    from speechbrain_rsc.brains import EnsembleBrain
+    from speechbrain_rsc.dataio import dataio_prep
+    from speechbrain_rsc.export import CONFIG_FILE, load_trained
+    from speechbrain_rsc.fused import make_ensemble
+
+    folders = [Path(bank.source).parent / "model" for bank in banks]
+    for folder in folders:
+        if not (folder / CONFIG_FILE).is_file():
+            raise FileNotFoundError(
+                f"{folder}: no exported model ({CONFIG_FILE}) beside the "
+                "bank; models are exported by train_teacher.py and distill.py"
+            )
+    members = [load_trained(folder)[0] for folder in folders]
+    model = make_ensemble(members)
+    dataset = dataio_prep({"audio": manifest}, model.sample_rate)["audio"]
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    brain = EnsembleBrain(
+        modules={"model": model},
+        hparams={"test_dataloader_opts": {"batch_size": batch_size}},
+        run_opts={"device": device, "noprogressbar": True},
+    )
+    return brain.collect_logits(dataset).summarize()
 
 
 def sweep(banks, split="test", ks=None, curate_on=None):

@@ -258,9 +258,7 @@ def test_channels_last_trains_as_nchw(tmp_path, manifests):
         params[len(params)] = dict(model.named_parameters())
     for name, value in params[1].items():
         assert not torch.equal(value, initial[name])
-        torch.testing.assert_close(
-            value, params[0][name], atol=1e-4, rtol=1e-4
-        )
+        torch.testing.assert_close(value, params[0][name], atol=1e-4, rtol=1e-4)
 
 
 def test_loaders_pin_memory_on_cuda_only(tmp_path, manifests):

@@ -2,6 +2,9 @@
 
 import csv
 import logging
+import runpy
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,8 +12,11 @@ import soundfile
 import torch
 from conftest import TINY_CLAP, randomise_batch_norm
 
+from speechbrain_rsc.bank import BANK_FILENAME, find_banks
 from speechbrain_rsc.brains import EnsembleBrain, EnsembleModel
 from speechbrain_rsc.dataio import dataio_prep
+from speechbrain_rsc.ensemble import evaluate_banks, evaluate_models
+from speechbrain_rsc.export import save_trained
 from speechbrain_rsc.fused import (
     FusedEnsemble,
     architecture_mismatch,
@@ -20,6 +26,7 @@ from speechbrain_rsc.models import build_backbone
 from speechbrain_rsc.models.folding import fold_batch_norms
 
 RATE = 16000
+RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "ICBHI"
 SMALL_CNN6 = {"channels": (8, 16, 16, 32)}
 
 
@@ -264,3 +271,31 @@ def test_ensemble_brain_gives_the_same_bank(tmp_path):
     torch.testing.assert_close(
         banks[1].logits["test"], banks[0].logits["test"], atol=1e-5, rtol=0
     )
+
+
+def test_ensemble_of_exported_models_scores_like_its_banks(tmp_path):
+    manifest = write_manifest(tmp_path, 8, np.random.default_rng(1))
+    dataset = dataio_prep({"test": manifest}, RATE)["test"]
+    runs = tmp_path / "runs"
+    for seed, member in enumerate(members_of("cnn6", SMALL_CNN6), start=1):
+        save_trained(member, runs / str(seed) / "model", {"seed": seed})
+        brain = EnsembleBrain(
+            modules={"model": member},
+            hparams={"test_dataloader_opts": {"batch_size": 3}},
+            run_opts={"device": "cpu", "noprogressbar": True},
+        )
+        bank = brain.logit_bank({"test": dataset}, {"seed": seed})
+        bank.save(runs / str(seed) / BANK_FILENAME)
+    banks = find_banks(runs)
+    expected = evaluate_banks(banks, "test")
+    assert evaluate_models(banks, manifest, "cpu") == expected
+    ensemble_py = runpy.run_path(str(RECIPE / "ensemble.py"))
+    rows = ensemble_py["main"](
+        [str(runs), "--k", "2", "--audio", str(manifest), "--device", "cpu"]
+    )
+    assert rows[0]["k"] == 2 and rows[0]["seeds"] == "1 2"
+    assert rows[0]["score"] == evaluate_banks(banks[:2], "test")["score"]
+    # a run whose model folder is gone is named
+    shutil.rmtree(runs / "3" / "model")
+    with pytest.raises(FileNotFoundError, match="3/model: no exported"):
+        evaluate_models(banks, manifest, "cpu")

@@ -12,9 +12,12 @@ To run (from recipes/ICBHI)::
     python ensemble.py results/cnn6 --sweep --out results/cnn6_sweep.csv
     python ensemble.py results/cnn6 --k 5 \
         --manifest results/prepared/16000/test.csv
+    python ensemble.py results/cnn6 --k 5 --audio other/prepared/test.csv
 
 Banks that hold different cycles, or a bank that does not match the
-given manifest, are refused.
+given manifest, are refused. ``--audio`` scores the chosen runs' exported
+models on the cycles of any prepared manifest (e.g. another site's
+recordings) as one fused ensemble, instead of reading their banks.
 
 Authors
  * speechbrain-rsc contributors 2026
@@ -24,7 +27,12 @@ import argparse
 import sys
 
 from speechbrain_rsc.bank import find_banks, read_manifest, select_banks
-from speechbrain_rsc.ensemble import evaluate_banks, sweep, write_csv
+from speechbrain_rsc.ensemble import (
+    evaluate_banks,
+    evaluate_models,
+    sweep,
+    write_csv,
+)
 
 
 def parse_args(argv):
@@ -44,12 +52,19 @@ def parse_args(argv):
         "--sweep", action="store_true", help="score every k = 1..N"
     )
     parser.add_argument("--out", help="write the result rows to this CSV")
+    parser.add_argument(
+        "--audio",
+        help="score the runs' exported models on this prepared CSV",
+    )
+    parser.add_argument("--device", help="for --audio (default: cuda if any)")
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     """Print (and optionally save) the ensemble Score(s)."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.audio and args.sweep:
+        sys.exit("--audio scores one ensemble: choose it with --k or --seeds")
     banks = find_banks(args.bank_folder)
     if args.manifest:
         ids, _ = read_manifest(args.manifest)
@@ -62,7 +77,10 @@ def main(argv=None):
             banks, k=args.k, seeds=args.seeds, curate_on=args.curate_on
         )
         seeds = " ".join(str(b.info.get("seed")) for b in chosen)
-        result = evaluate_banks(chosen, args.split)
+        if args.audio:
+            result = evaluate_models(chosen, args.audio, args.device)
+        else:
+            result = evaluate_banks(chosen, args.split)
         rows = [{"k": len(chosen), "seeds": seeds, **result}]
     print("| k | seeds | Sp | Se | Score |\n|---|---|---|---|---|")
     for row in rows:
