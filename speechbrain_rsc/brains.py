@@ -2,7 +2,8 @@
 
 - :class:`TeacherBrain` trains on hard labels (the paper's teachers);
 - :class:`DistillBrain` trains on the soft targets of a teacher bank;
-- :class:`EnsembleBrain` evaluates k trained members as one model.
+- :class:`EnsembleBrain` evaluates k trained members as one model
+  (``ensemble.py --audio``).
 
 All of them forward ``(wavs, lens, prompts)`` through ``modules.model``,
 log Sp/Se/Score per epoch, keep the checkpoint with the best selection
@@ -277,8 +278,10 @@ class EnsembleModel(torch.nn.Module):
 
 
 class EnsembleBrain(RSCBrain):
-    """Evaluates an :class:`EnsembleModel` with ``evaluate()`` and writes its
-    logits as a bank; it is never trained.
+    """Evaluates an ensemble model (:class:`EnsembleModel`, or the faster
+    :class:`~speechbrain_rsc.fused.FusedEnsemble` that
+    :func:`~speechbrain_rsc.fused.make_ensemble` builds) with
+    ``evaluate()`` and writes its logits as a bank; it is never trained.
     """
 
     def fit(self, *args, **kwargs):
