@@ -10,7 +10,8 @@ child names where the batch norm reads the convolution's output and
 nothing else does (CNN6's ``ConvBlock``). Others are left as they are.
 
 Channels-last (NHWC) weights make the convolutions of the fbank CNNs
-faster (oneDNN on CPU, cuDNN on GPU); :func:`is_convolutional` tells
+faster with oneDNN on CPU (``benchmarks/bench_inference.py``) and are the
+layout cuDNN's tensor-core kernels use; :func:`is_convolutional` tells
 which backbones are mostly convolutions.
 
 Example
