@@ -4,6 +4,8 @@
 # that one slow step still leaves the others' tables: the smoke epochs
 # (gpu_smoke.sh installs the carried wheels first), then Brain vs plain
 # loop, distillation vs hard epoch, and inference.
+# .gpu/wheels is ignored by git: prepare it as gpu_smoke.sh says and send
+# it along with the tree to the GPU machine.
 # Usage: bash benchmarks/gpu_benchmarks.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
