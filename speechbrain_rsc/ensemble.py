@@ -85,6 +85,8 @@ def evaluate_models(banks, manifest, device=None, batch_size=16):
     FileNotFoundError
         Naming a run without an exported model.
     """
+    # Here, not at the top: scoring banks needs neither SpeechBrain nor
+    # the models.
     from speechbrain_rsc.brains import EnsembleBrain
     from speechbrain_rsc.dataio import dataio_prep
     from speechbrain_rsc.export import CONFIG_FILE, load_trained
