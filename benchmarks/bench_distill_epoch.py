@@ -23,13 +23,11 @@ import tempfile
 import torch
 from bench_train_throughput import (
     add_common_options,
-    apply_defaults,
     build_student,
-    pick_device,
+    parse_for_device,
     prepare_synthetic,
     print_environment,
     print_table,
-    quiet_logs,
     run_brain,
 )
 
@@ -54,10 +52,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--k", type=int, default=5, help="teachers")
     parser.add_argument("--mode", default="mean", help="teacher_mode")
-    args = parser.parse_args()
-    quiet_logs()
-    device = pick_device(args.device)
-    apply_defaults(args, device)
+    args, device = parse_for_device(parser)
 
     from speechbrain_rsc.brains import DistillBrain, TeacherBrain
     from speechbrain_rsc.dataio import dataio_prep

@@ -27,10 +27,9 @@ import time
 import torch
 from bench_train_throughput import (
     AMP_DTYPES,
-    pick_device,
+    parse_for_device,
     print_environment,
     print_table,
-    quiet_logs,
     synchronize,
 )
 
@@ -195,15 +194,7 @@ def main():
     parser.add_argument(
         "--threads", type=int, default=1, help="torch CPU threads (0: all)"
     )
-    args = parser.parse_args()
-    quiet_logs()
-    device = pick_device(args.device)
-    defaults = GPU_DEFAULTS if device.type == "cuda" else CPU_DEFAULTS
-    for key, value in defaults.items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
-    if device.type == "cpu" and args.threads:
-        torch.set_num_threads(args.threads)
+    args, device = parse_for_device(parser, CPU_DEFAULTS, GPU_DEFAULTS)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
 

@@ -54,14 +54,28 @@ def pick_device(name):
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def apply_defaults(args, device):
-    """Fill the options left unset with the CPU or GPU defaults."""
-    defaults = GPU_DEFAULTS if device.type == "cuda" else CPU_DEFAULTS
+def parse_for_device(parser, cpu_defaults=None, gpu_defaults=None):
+    """Parse the options, quiet the logs, pick the device and fill the
+    options left unset with its defaults (this file's, unless given).
+
+    Returns
+    -------
+    args : argparse.Namespace
+    device : torch.device
+    """
+    args = parser.parse_args()
+    quiet_logs()
+    device = pick_device(args.device)
+    if device.type == "cuda":
+        defaults = GPU_DEFAULTS if gpu_defaults is None else gpu_defaults
+    else:
+        defaults = CPU_DEFAULTS if cpu_defaults is None else cpu_defaults
     for key, value in defaults.items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)
     if device.type == "cpu" and args.threads:
         torch.set_num_threads(args.threads)
+    return args, device
 
 
 def cpu_model():
@@ -320,10 +334,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_common_options(parser)
     parser.add_argument("--repeats", type=int, default=1)
-    args = parser.parse_args()
-    quiet_logs()
-    device = pick_device(args.device)
-    apply_defaults(args, device)
+    args, device = parse_for_device(parser)
 
     from speechbrain_rsc.brains import TeacherBrain
     from speechbrain_rsc.dataio import dataio_prep
