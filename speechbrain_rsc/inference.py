@@ -27,6 +27,7 @@ Example
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -178,6 +179,81 @@ class RespiratoryClassifier(Pretrained):
         return result
 
 
+def parse_age(value):
+    """Check an ``--age``: a non-negative number of years, kept as given.
+
+    Example
+    -------
+    >>> parse_age("63")
+    '63'
+    >>> parse_age("-1")
+    Traceback (most recent call last):
+    argparse.ArgumentTypeError: '-1' is not an age: give the patient's age \
+in years as a non-negative number, e.g. 63 or 0.5
+    """
+    try:
+        age = float(value)
+    except ValueError:
+        age = math.nan
+    if not (math.isfinite(age) and age >= 0):
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not an age: give the patient's age in years as a "
+            "non-negative number, e.g. 63 or 0.5"
+        )
+    return value
+
+
+def parse_device(value):
+    """Check a ``--device``: a torch device this machine has, kept as given.
+
+    Example
+    -------
+    >>> parse_device("cpu")
+    'cpu'
+    >>> parse_device("gpu7")
+    Traceback (most recent call last):
+    argparse.ArgumentTypeError: 'gpu7' is not a torch device: use cpu, \
+cuda or cuda:N (or leave --device out to pick one)
+    """
+    accepted = "use cpu, cuda or cuda:N (or leave --device out to pick one)"
+    try:
+        device = torch.device(value)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a torch device: {accepted}"
+        ) from None
+    if device.type == "cpu":
+        return value
+    backend = getattr(torch, device.type, None)
+    if not getattr(backend, "is_available", lambda: False)():
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: this machine has no {device.type} device; use cpu "
+            "(or leave --device out to pick one)"
+        )
+    count = getattr(backend, "device_count", lambda: 1)()
+    if device.index is not None and device.index >= count:
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: this machine has {count} {device.type} device(s), "
+            f"numbered from 0 to {count - 1}; {accepted}"
+        )
+    return value
+
+
+def check_audio_files(parser, files):
+    """Refuse, through ``parser.error``, a file that is missing or a folder."""
+    for name in files:
+        path = Path(name)
+        if path.is_dir():
+            parser.error(
+                f"{name} is a folder, not an audio file: give wav files, "
+                f"e.g. {path / '*.wav'}"
+            )
+        if not path.is_file():
+            parser.error(
+                f"audio file {name} does not exist: give the path of a wav file"
+            )
+
+
 def main(argv=None):
     """``rsc-classify FILE.wav [FILE.wav ...] --model DIR``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -185,10 +261,17 @@ def main(argv=None):
     parser.add_argument("--model", required=True, help="model or runs folder")
     parser.add_argument("--location", help="chest location code, e.g. Al")
     parser.add_argument("--device_code", help="device code, e.g. Meditron")
-    parser.add_argument("--age", help="patient age in years")
+    parser.add_argument(
+        "--age", type=parse_age, help="patient age in years (>= 0)"
+    )
     parser.add_argument("--sex", choices=["M", "F"], help="patient sex")
-    parser.add_argument("--device", help="torch device (default: auto)")
+    parser.add_argument(
+        "--device",
+        type=parse_device,
+        help="torch device: cpu, cuda or cuda:N (default: auto)",
+    )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    check_audio_files(parser, args.files)
     metadata = {
         key: value
         for key, value in {
