@@ -32,22 +32,40 @@ Example
 import csv
 import hashlib
 import json
+import logging
+import math
+import numbers
+import struct
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from speechbrain_rsc.atomic import write_atomically
-from speechbrain_rsc.metrics import icbhi_score
+from speechbrain_rsc.metrics import non_finite_rows, score_logits
+
+logger = logging.getLogger(__name__)
 
 BANK_FORMAT = "speechbrain-rsc-bank/1"
 BANK_FILENAME = "bank.safetensors"
+RETRAIN = "retrain that run or delete this file"
 
 
 class BankMismatchError(ValueError):
-    """A bank does not cover the cycles it is asked for."""
+    """A bank cannot serve what it is asked for: it covers other cycles,
+    no bank fits the selection, or its file or logits are unusable.
+    """
+
+
+class CorruptBankError(BankMismatchError):
+    """A bank file whose header or data cannot be read."""
+
+
+class NonFiniteLogitsError(BankMismatchError):
+    """A bank whose logits hold NaN or infinity."""
 
 
 def ids_fingerprint(ids):
@@ -78,6 +96,168 @@ def read_manifest(csv_path):
     return ids, labels
 
 
+def _raw_header(path):
+    """The JSON bytes of a safetensors header, checked against the file
+    size; the data after it is not read.
+    """
+    size = path.stat().st_size
+    with open(path, "rb") as file:
+        length = file.read(8)
+        if len(length) < 8:
+            raise CorruptBankError(
+                f"{path}: {size} bytes, too short for a safetensors header"
+            )
+        (n,) = struct.unpack("<Q", length)
+        if n > size - 8:
+            raise CorruptBankError(
+                f"{path}: header of {n} bytes but only {size - 8} follow "
+                "its length"
+            )
+        return file.read(n)
+
+
+class _BankFile:
+    """A bank file known by its header; the tensors are read on first use.
+
+    Arguments
+    ---------
+    path : Path
+    raw : bytes
+        The safetensors header, as :func:`_raw_header` read it.
+
+    Raises
+    ------
+    CorruptBankError
+        If the header is not that of a logit bank.
+    """
+
+    def __init__(self, path, raw):
+        self.path = path
+        self.raw = raw
+        try:
+            layout = json.loads(raw)
+            meta = layout.pop("__metadata__", None) or {}
+            bank = json.loads(meta["bank"]) if "bank" in meta else None
+        except (ValueError, TypeError, AttributeError) as error:
+            raise CorruptBankError(
+                f"{path}: header is not valid JSON of a safetensors file "
+                f"({error})"
+            ) from error
+        if not isinstance(bank, dict):
+            raise CorruptBankError(f"{path}: not a logit bank (no header)")
+        if bank.get("format") != BANK_FORMAT:
+            raise CorruptBankError(
+                f"{path}: format {bank.get('format')!r}, "
+                f"expected {BANK_FORMAT!r}"
+            )
+        try:
+            self.ids = dict(bank["ids"])
+            self.info = dict(bank["info"])
+            self.fingerprints = dict(bank["fingerprints"])
+            self.shapes = {
+                name: list(layout[name]["shape"])
+                for split in self.ids
+                for name in (f"logits/{split}", f"labels/{split}")
+            }
+            ends = [int(entry["data_offsets"][1]) for entry in layout.values()]
+        except (KeyError, TypeError, ValueError, IndexError) as error:
+            raise CorruptBankError(
+                f"{path}: incomplete bank header ({error!r} missing or "
+                "malformed)"
+            ) from error
+        self.size = 8 + len(raw) + max(ends, default=0)
+        self.tensors = None
+
+    def shape(self, name):
+        """The shape of tensor ``name``, from the header."""
+        return self.shapes[name]
+
+    def size_problem(self):
+        """Why the file's size does not fit its header, or ``None``."""
+        found = self.path.stat().st_size
+        if found == self.size:
+            return None
+        problem = "truncated" if found < self.size else "too long"
+        return (
+            f"{self.path}: {problem} (expected {self.size} bytes, "
+            f"found {found}); {RETRAIN}"
+        )
+
+    def read(self):
+        """All tensors, read once.
+
+        Raises
+        ------
+        CorruptBankError
+            If the file is truncated, changed since its header was read, or
+            its data cannot be decoded.
+        """
+        if self.tensors is not None:
+            return self.tensors
+        problem = self.size_problem()
+        if problem:
+            raise CorruptBankError(problem)
+        if _raw_header(self.path) != self.raw:
+            raise CorruptBankError(
+                f"{self.path}: rewritten since its header was read; "
+                "find the banks again"
+            )
+        try:
+            with safe_open(str(self.path), framework="pt") as file:
+                tensors = {name: file.get_tensor(name) for name in self.shapes}
+        except SafetensorError as error:
+            raise CorruptBankError(
+                f"{self.path}: corrupt data ({error}); {RETRAIN}"
+            ) from error
+        self.tensors = tensors
+        return tensors
+
+
+class _LazyTensors(MutableMapping):
+    """Split -> tensor (``kind`` is ``logits`` or ``labels``), read from
+    the bank file on first access; assigned tensors replace the file's.
+    """
+
+    def __init__(self, file, kind):
+        self.file = file
+        self.kind = kind
+        self.assigned = {}
+
+    def n_rows(self, split):
+        """Rows of ``split``, from the header alone."""
+        if split in self.assigned:
+            return self.assigned[split].shape[0]
+        return self.file.shape(f"{self.kind}/{split}")[0]
+
+    def __getitem__(self, split):
+        if split in self.assigned:
+            return self.assigned[split]
+        if split not in self.file.ids:
+            raise KeyError(split)
+        return self.file.read()[f"{self.kind}/{split}"]
+
+    def __setitem__(self, split, tensor):
+        self.assigned[split] = tensor
+
+    def __delitem__(self, split):
+        raise TypeError("a bank's splits cannot be deleted")
+
+    def __iter__(self):
+        return iter(dict.fromkeys([*self.file.ids, *self.assigned]))
+
+    def __len__(self):
+        return len(dict.fromkeys([*self.file.ids, *self.assigned]))
+
+    def __repr__(self):
+        return f"<{self.kind} of {self.file.path}, read on first use>"
+
+
+def _n_rows(tensors, split):
+    if isinstance(tensors, _LazyTensors):
+        return tensors.n_rows(split)
+    return tensors[split].shape[0]
+
+
 @dataclass
 class LogitBank:
     """A model's logits and labels per split, addressed by cycle ID."""
@@ -95,11 +275,16 @@ class LogitBank:
                 raise BankMismatchError(
                     f"{self.source}: duplicate cycle IDs in split '{split}'"
                 )
-            if self.logits[split].shape[0] != n:
-                raise BankMismatchError(
-                    f"{self.source}: {n} IDs but "
-                    f"{self.logits[split].shape[0]} logit rows in '{split}'"
-                )
+            for kind, tensors in (
+                ("logit", self.logits),
+                ("label", self.labels),
+            ):
+                rows = _n_rows(tensors, split)
+                if rows != n:
+                    raise BankMismatchError(
+                        f"{self.source}: {n} IDs but {rows} {kind} rows "
+                        f"in '{split}'"
+                    )
         self._rows = {
             split: {cid: i for i, cid in enumerate(ids)}
             for split, ids in self.ids.items()
@@ -160,9 +345,57 @@ class LogitBank:
                 f"!= {ids_fingerprint(ids)}); the bank was made on other data"
             )
 
+    def check_finite(self, split):
+        """Refuse a split whose logits hold NaN or infinity.
+
+        Raises
+        ------
+        NonFiniteLogitsError
+            Naming the file, the split and how many rows are not finite.
+
+        Example
+        -------
+        >>> nan = float("nan")
+        >>> bank = LogitBank({"test": ["a"]}, {"test": torch.full((1, 4), nan)},
+        ...                  {"test": torch.zeros(1)})
+        >>> try:
+        ...     bank.check_finite("test")
+        ... except NonFiniteLogitsError as error:
+        ...     print(error)  # doctest: +ELLIPSIS
+        <memory>: 1 of 1 'test' rows hold non-finite logits (NaN or inf): ...
+        """
+        logits = self.logits[split]
+        bad = non_finite_rows(logits)
+        if bad:
+            raise NonFiniteLogitsError(
+                f"{self.source}: {bad} of {logits.shape[0]} '{split}' rows "
+                "hold non-finite logits (NaN or inf): the run diverged; "
+                "retrain it or choose other teachers"
+            )
+
+    def read_tensors(self):
+        """Read the bank's tensors now, if it was opened lazily.
+
+        Returns
+        -------
+        LogitBank
+            Itself.
+
+        Raises
+        ------
+        CorruptBankError
+            Naming the file if its data is truncated or corrupt.
+        """
+        for tensors in (self.logits, self.labels):
+            if isinstance(tensors, _LazyTensors):
+                tensors.file.read()
+        return self
+
     def score(self, split):
-        """ICBHI Sp/Se/Score of this bank's own predictions on ``split``."""
-        return icbhi_score(self.logits[split].argmax(-1), self.labels[split])
+        """ICBHI Sp/Se/Score of this bank's own predictions on ``split``
+        (NaN if any of its logits is not finite).
+        """
+        return score_logits(self.logits[split], self.labels[split])
 
     def save(self, path):
         """Write the bank to ``path`` atomically."""
@@ -180,38 +413,83 @@ class LogitBank:
         write_atomically(path, lambda tmp: save_file(tensors, tmp, metadata))
 
     @classmethod
-    def load(cls, path):
-        """Read a bank written by :meth:`save`, checking its format."""
+    def open(cls, path):
+        """A bank read from its header alone; the tensors are read from
+        ``path`` on first use (see :meth:`read_tensors`).
+
+        Raises
+        ------
+        FileNotFoundError
+            If there is no file at ``path``.
+        BankMismatchError
+            Naming the file, if its header is not that of a logit bank.
+
+        Example
+        -------
+        >>> import tempfile, os
+        >>> path = os.path.join(tempfile.mkdtemp(), "bank.safetensors")
+        >>> LogitBank({"test": ["a"]}, {"test": torch.ones(1, 4)},
+        ...           {"test": torch.zeros(1)}).save(path)
+        >>> bank = LogitBank.open(path)
+        >>> bank.ids, bank.logits["test"].tolist()
+        ({'test': ['a']}, [[1.0, 1.0, 1.0, 1.0]])
+        """
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no logit bank at {path}")
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            if "bank" not in meta:
-                raise BankMismatchError(f"{path}: not a logit bank (no header)")
-            header = json.loads(meta["bank"])
-            if header.get("format") != BANK_FORMAT:
-                raise BankMismatchError(
-                    f"{path}: format {header.get('format')!r}, "
-                    f"expected {BANK_FORMAT!r}"
-                )
-            splits = header["ids"]
-            logits = {s: f.get_tensor(f"logits/{s}") for s in splits}
-            labels = {s: f.get_tensor(f"labels/{s}") for s in splits}
-        bank = cls(splits, logits, labels, header["info"], source=str(path))
-        if bank.fingerprints != header["fingerprints"]:
+        file = _BankFile(path, _raw_header(path))
+        bank = cls(
+            file.ids,
+            _LazyTensors(file, "logits"),
+            _LazyTensors(file, "labels"),
+            file.info,
+            source=str(path),
+        )
+        if bank.fingerprints != file.fingerprints:
             raise BankMismatchError(f"{path}: fingerprints do not match IDs")
         return bank
 
+    @classmethod
+    def load(cls, path):
+        """Read a bank written by :meth:`save`, checking its format."""
+        bank = cls.open(path)
+        return cls(
+            bank.ids,
+            dict(bank.logits),
+            dict(bank.labels),
+            bank.info,
+            source=bank.source,
+        )
+
+
+def bank_order(bank):
+    """Sort key of banks: integer seeds in numeric order, then any other
+    seeds as text, then the file.
+
+    Example
+    -------
+    >>> banks = [LogitBank({}, {}, {}, {"seed": s}) for s in (10, "x", 2)]
+    >>> [b.info["seed"] for b in sorted(banks, key=bank_order)]
+    [2, 10, 'x']
+    """
+    seed = bank.info.get("seed")
+    if isinstance(seed, numbers.Integral) and not isinstance(seed, bool):
+        return (0, int(seed), "", bank.source)
+    return (1, 0, str(seed), bank.source)
+
 
 def find_banks(folder):
-    """Load every bank under ``folder`` (``*/bank.safetensors`` and
-    ``*.safetensors``), sorted by seed.
+    """Every bank under ``folder`` (``*/bank.safetensors`` and
+    ``*.safetensors``) in :func:`bank_order`, read from their headers; the
+    tensors are read when a bank is selected or used.
 
     Raises
     ------
     FileNotFoundError
         If the folder holds no bank.
+    CorruptBankError
+        Listing every bank whose header cannot be read: their seeds are
+        unknown, so no selection can be trusted.
     """
     folder = Path(folder)
     paths = sorted(folder.glob(f"*/{BANK_FILENAME}"))
@@ -221,8 +499,24 @@ def find_banks(folder):
             f"no logit banks in {folder} (expected <run>/{BANK_FILENAME}); "
             "train teachers first"
         )
-    banks = [LogitBank.load(p) for p in paths]
-    return sorted(banks, key=lambda b: (str(b.info.get("seed")), b.source))
+    banks, unreadable = [], []
+    for path in paths:
+        try:
+            banks.append(LogitBank.open(path))
+        except (BankMismatchError, OSError) as error:
+            unreadable.append(str(error))
+    if unreadable:
+        raise CorruptBankError(
+            f"{len(unreadable)} of {len(paths)} banks in {folder} cannot be "
+            "read, so their seeds are unknown and no selection of teachers "
+            "can be trusted; retrain those runs or delete their files:\n  "
+            + "\n  ".join(unreadable)
+        )
+    for bank in banks:
+        problem = bank.logits.file.size_problem()
+        if problem:
+            logger.warning("%s; selecting this bank will fail", problem)
+    return sorted(banks, key=bank_order)
 
 
 def check_consistent(banks):
@@ -250,9 +544,123 @@ def check_consistent(banks):
                 )
 
 
+def check_k(k):
+    """Refuse a number of teachers that is not a positive integer.
+
+    Returns
+    -------
+    int
+
+    Example
+    -------
+    >>> check_k(3)
+    3
+    >>> check_k(0)
+    Traceback (most recent call last):
+    ...
+    ValueError: k must be a positive integer (1, 2, ...), not 0
+    """
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+        raise ValueError(f"k must be a positive integer (1, 2, ...), not {k!r}")
+    return int(k)
+
+
+def _seed_list(banks):
+    return ", ".join(str(b.info.get("seed")) for b in banks)
+
+
+def _by_seeds(banks, seeds):
+    """The banks of ``seeds``, in that order."""
+    seeds = list(seeds)
+    if not seeds:
+        raise ValueError(
+            "seeds is empty: give at least one teacher seed, or none to "
+            "choose by k"
+        )
+    repeated = list(dict.fromkeys(s for s in seeds if seeds.count(s) > 1))
+    if repeated:
+        raise ValueError(
+            f"duplicate seeds {repeated} in {seeds}: each teacher can be "
+            "chosen once; list distinct seeds"
+        )
+    holders = {}
+    for bank in sorted(banks, key=bank_order):
+        holders.setdefault(bank.info.get("seed"), []).append(bank)
+    missing = [s for s in seeds if s not in holders]
+    if missing:
+        raise BankMismatchError(
+            f"no bank for seeds {missing} (have {list(holders)})"
+        )
+    shared = [s for s in seeds if len(holders[s]) > 1]
+    if shared:
+        files = ", ".join(b.source for b in holders[shared[0]])
+        raise BankMismatchError(
+            f"seed {shared[0]} is held by {len(holders[shared[0]])} banks "
+            f"({files}): keep one of them in the folder"
+        )
+    return [holders[s][0] for s in seeds]
+
+
+def _recorded_score(bank, split):
+    """The Score the bank's header records for ``split``, if any."""
+    return ((bank.info.get("metrics") or {}).get(split) or {}).get("score")
+
+
+def _rank(banks, split):
+    """``banks`` by Score on ``split``, best first; refuses any without."""
+    scores = [_recorded_score(b, split) for b in banks]
+    unranked = [
+        (b, score)
+        for b, score in zip(banks, scores)
+        if not (isinstance(score, numbers.Real) and math.isfinite(score))
+    ]
+    if unranked:
+        if split == "valid" and all(not b.ids.get(split) for b, _ in unranked):
+            advice = (
+                "the valid split is empty (the teachers were trained with "
+                "protocol: paper): curate on test"
+            )
+        else:
+            advice = "retrain those runs, or choose the teachers by seeds"
+        named = "; ".join(
+            f"{b.source} (seed {b.info.get('seed')}: {score})"
+            for b, score in unranked
+        )
+        raise BankMismatchError(
+            f"cannot rank teachers by their '{split}' Score: {len(unranked)} "
+            f"of {len(banks)} banks have none (NaN or missing): {named}; "
+            + advice
+        )
+    order = sorted(range(len(banks)), key=lambda i: -scores[i])
+    return [banks[i] for i in order]
+
+
 def select_banks(banks, k=None, seeds=None, curate_on=None):
-    """Choose teachers: the first ``k`` seeds, explicit ``seeds``, or the top
-    ``k`` by Score on the ``curate_on`` split (``"valid"`` or ``"test"``).
+    """Choose teachers: the first ``k`` in :func:`bank_order`, explicit
+    ``seeds``, or the top ``k`` by Score on the ``curate_on`` split
+    (``"valid"`` or ``"test"``; ties in seed order). The chosen banks'
+    tensors are read, so a corrupt file is named now.
+
+    Arguments
+    ---------
+    banks : list of LogitBank
+    k : int, optional
+        A positive number of teachers (default: all); ignored with
+        ``seeds``.
+    seeds : list, optional
+        Distinct seeds, chosen in the given order.
+    curate_on : str, optional
+        Rank by this split's Score; every bank needs a finite one.
+
+    Raises
+    ------
+    ValueError
+        For a ``k`` that is not a positive integer, or empty or repeated
+        ``seeds``.
+    BankMismatchError
+        If there are fewer than ``k`` banks, no bank for a seed, or a
+        bank without a Score to rank it by; also for a chosen bank whose
+        file is corrupt (:class:`CorruptBankError`).
 
     Example
     -------
@@ -266,29 +674,38 @@ def select_banks(banks, k=None, seeds=None, curate_on=None):
     >>> [b.info["seed"] for b in select_banks(banks, seeds=[3, 1])]
     [3, 1]
     """
+    if k is not None:
+        k = check_k(k)
     if seeds is not None:
-        by_seed = {b.info.get("seed"): b for b in banks}
-        missing = [s for s in seeds if s not in by_seed]
-        if missing:
+        chosen = _by_seeds(banks, seeds)
+    else:
+        ranked = sorted(banks, key=bank_order)
+        if curate_on is not None:
+            ranked = _rank(ranked, curate_on)
+        k = len(ranked) if k is None else k
+        if k > len(ranked):
             raise BankMismatchError(
-                f"no bank for seeds {missing} (have {sorted(by_seed)})"
+                f"asked for {k} teachers, found {len(ranked)} banks "
+                f"(seeds {_seed_list(sorted(banks, key=bank_order))}): "
+                "lower k or train more teachers"
             )
-        return [by_seed[s] for s in seeds]
-    if curate_on is not None:
-        banks = sorted(
-            banks,
-            key=lambda b: b.info["metrics"][curate_on]["score"],
-            reverse=True,
-        )
-    k = len(banks) if k is None else k
-    if k > len(banks):
-        raise BankMismatchError(f"asked for {k} teachers, found {len(banks)}")
-    return banks[:k]
+        chosen = ranked[:k]
+    return [bank.read_tensors() for bank in chosen]
 
 
 def stack_logits(banks, split, ids):
-    """Logits of ``ids`` from each bank, ``[k, len(ids), 4]``."""
+    """Logits of ``ids`` from each bank, ``[k, len(ids), 4]``.
+
+    Raises
+    ------
+    BankMismatchError
+        If the banks hold different cycles or one lacks an ID.
+    NonFiniteLogitsError
+        If a bank's logits on ``split`` hold NaN or infinity.
+    """
     check_consistent(banks)
+    for bank in banks:
+        bank.check_finite(split)
     return torch.stack([b.logits_for(split, ids) for b in banks])
 
 

@@ -39,7 +39,9 @@ def ensemble_logits(banks, split):
     Raises
     ------
     BankMismatchError
-        If the banks hold different cycles or disagree on a label.
+        If the banks hold different cycles or disagree on a label, or
+        (:class:`~speechbrain_rsc.bank.NonFiniteLogitsError`) if a bank's
+        logits on ``split`` are not all finite.
     """
     ids = banks[0].ids[split]
     stacked = stack_logits(banks, split, ids)
@@ -112,7 +114,9 @@ def evaluate_models(banks, manifest, device=None, batch_size=16):
 
 
 def sweep(banks, split="test", ks=None, curate_on=None):
-    """Score of X++[k] for each k (first k seeds, or the curated top k).
+    """Score of X++[k] for each k: the first k seeds in
+    :func:`~speechbrain_rsc.bank.bank_order` (as ``distill.py`` and
+    ``ensemble.py --k`` choose them), or the curated top k.
 
     Returns
     -------

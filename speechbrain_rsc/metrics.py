@@ -10,12 +10,15 @@ Example
 {'sp': 50.0, 'se': 33.333333333333336, 'score': 41.66666666666667}
 """
 
+import logging
 import math
 
 import torch
 from speechbrain.utils.metric_stats import MetricStats
 
 from speechbrain_rsc.data.schema import N_CLASSES
+
+logger = logging.getLogger(__name__)
 
 
 def confusion_matrix(predictions, targets, n_classes=N_CLASSES):
@@ -107,6 +110,57 @@ def icbhi_score(predictions, targets):
     return score_from_confusion(confusion_matrix(predictions, targets))
 
 
+def non_finite_rows(logits):
+    """How many rows of ``logits`` hold a NaN or an infinity.
+
+    Example
+    -------
+    >>> non_finite_rows(torch.tensor([[0.0, float("nan")], [1.0, 2.0]]))
+    1
+    >>> non_finite_rows(torch.zeros(0, 4))
+    0
+    """
+    bad = ~torch.as_tensor(logits).isfinite()
+    if bad.dim() > 1:
+        bad = bad.flatten(1).any(dim=1)
+    return int(bad.sum())
+
+
+def score_logits(logits, targets):
+    """ICBHI Sp, Se and Score of the argmax of ``logits``; all NaN, with a
+    warning, if any logit is not finite (an argmax over NaN is no
+    prediction).
+
+    Arguments
+    ---------
+    logits : torch.Tensor
+        ``[n, n_classes]``.
+    targets : sequence of int or torch.Tensor
+        True class per cycle.
+
+    Returns
+    -------
+    dict
+        ``{"sp": float, "se": float, "score": float}``.
+
+    Example
+    -------
+    >>> score_logits(torch.tensor([[2.0, 0, 0, 0], [0, 0, 0, 1.0]]), [0, 3])
+    {'sp': 100.0, 'se': 100.0, 'score': 100.0}
+    >>> score_logits(torch.tensor([[float("nan"), 0, 0, 0]]), [0])
+    {'sp': nan, 'se': nan, 'score': nan}
+    """
+    bad = non_finite_rows(logits)
+    if bad:
+        logger.warning(
+            "%d of %d cycles have non-finite logits: Sp, Se and Score are NaN",
+            bad,
+            logits.shape[0],
+        )
+        return {"sp": math.nan, "se": math.nan, "score": math.nan}
+    return icbhi_score(logits.argmax(-1), targets)
+
+
 class ICBHIStats(MetricStats):
     """Accumulates logits per batch and summarises the ICBHI metric.
 
@@ -158,8 +212,14 @@ class ICBHIStats(MetricStats):
         return confusion_matrix(predictions, torch.cat(self.targets))
 
     def summarize(self, field=None):
-        """Return Sp, Se and Score (or one of them, by ``field``)."""
-        self.summary = score_from_confusion(self.confusion())
+        """Return Sp, Se and Score (or one of them, by ``field``); NaN if
+        any logit is not finite.
+        """
+        if self.logits:
+            logits = torch.cat(self.logits)
+            self.summary = score_logits(logits, torch.cat(self.targets))
+        else:
+            self.summary = score_from_confusion(self.confusion())
         return self.summary if field is None else self.summary[field]
 
     def write_stats(self, filestream, verbose=False):

@@ -24,6 +24,7 @@ from speechbrain_rsc.atomic import write_text_atomically
 from speechbrain_rsc.bank import (
     BANK_FILENAME,
     LogitBank,
+    bank_order,
     select_banks,
 )
 from speechbrain_rsc.distillation import soft_cross_entropy
@@ -87,7 +88,7 @@ def collect_runs(results_folder):
         bank = LogitBank.load(path)
         groups[run_key(bank.info)].append(bank)
     for banks in groups.values():
-        banks.sort(key=lambda b: b.info.get("seed", 0))
+        banks.sort(key=bank_order)
     return dict(groups)
 
 

@@ -1,4 +1,7 @@
 import math
+import random
+import runpy
+from pathlib import Path
 
 import pytest
 import torch
@@ -23,6 +26,7 @@ from speechbrain_rsc.distillation import (
     build_soft_labels,
     soft_cross_entropy,
 )
+from speechbrain_rsc.ensemble import sweep
 
 IDS = ["r1_0", "r1_1", "r2_0"]
 # Two teachers, three cycles; easy numbers for hand computation.
@@ -196,7 +200,10 @@ def test_select_banks_first_curated_and_explicit():
     curated = select_banks(banks, k=2, curate_on="valid")
     assert [b.info["seed"] for b in curated] == [2, 4]
     assert [b.info["seed"] for b in select_banks(banks, seeds=[4])] == [4]
-    with pytest.raises(BankMismatchError, match="asked for 5 teachers"):
+    with pytest.raises(
+        BankMismatchError,
+        match=r"asked for 5 teachers, found 4 banks \(seeds 1, 2, 3, 4\)",
+    ):
         select_banks(banks, k=5)
     with pytest.raises(BankMismatchError, match=r"no bank for seeds \[9\]"):
         select_banks(banks, seeds=[9])
@@ -205,3 +212,128 @@ def test_select_banks_first_curated_and_explicit():
 def test_fingerprint_ignores_order_only():
     assert ids_fingerprint(IDS) == ids_fingerprint(IDS[::-1])
     assert ids_fingerprint(IDS) != ids_fingerprint(IDS[:2])
+
+
+RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "ICBHI"
+
+
+def save_twelve(folder):
+    """Banks of seeds 1..12, each in folder/<seed>/, one test cycle each."""
+    for seed in range(1, 13):
+        bank = LogitBank(
+            {"test": ["a_0"]},
+            {"test": torch.tensor([[1.0, 0.0, 0.0, 0.0]])},
+            {"test": torch.tensor([0])},
+            {"backbone": "cnn6", "seed": seed},
+        )
+        (folder / str(seed)).mkdir()
+        bank.save(folder / str(seed) / "bank.safetensors")
+    return folder
+
+
+def test_seeds_are_in_numeric_order_everywhere(tmp_path):
+    from speechbrain_rsc.report import collect_runs
+
+    banks = find_banks(save_twelve(tmp_path))
+    assert [b.info["seed"] for b in banks] == list(range(1, 13))
+    shuffled = banks[:]
+    random.Random(0).shuffle(shuffled)
+    first = select_banks(shuffled, k=5)
+    assert [b.info["seed"] for b in first] == [1, 2, 3, 4, 5]
+    rows = sweep(shuffled, "test")
+    assert rows[4]["seeds"] == "1 2 3 4 5"
+    assert rows[11]["seeds"] == " ".join(str(s) for s in range(1, 13))
+    # a seed that is not an integer comes after every integer seed
+    odd = LogitBank(
+        {"test": ["a_0"]},
+        {"test": torch.zeros(1, 4)},
+        {"test": torch.tensor([0])},
+        {"backbone": "cnn6", "seed": "extra"},
+    )
+    odd.save(tmp_path / "extra.safetensors")
+    (tmp_path / "x").mkdir()
+    odd.save(tmp_path / "x" / "bank.safetensors")
+    (group,) = collect_runs(tmp_path).values()
+    assert [b.info["seed"] for b in group] == [*range(1, 13), "extra"]
+    seeds = [b.info["seed"] for b in find_banks(tmp_path)]
+    assert seeds == [*range(1, 13), "extra", "extra"]
+
+
+@pytest.mark.parametrize("k", [0, -1, 1.5, True, "2"])
+def test_select_banks_refuses_a_k_that_is_not_a_positive_integer(k):
+    banks = [make_bank(s, IDS, Z[0]) for s in (1, 2, 3)]
+    with pytest.raises(ValueError, match=r"k must be a positive integer"):
+        select_banks(banks, k=k)
+
+
+def test_select_banks_refuses_duplicate_and_empty_seeds():
+    banks = [make_bank(s, IDS, Z[0]) for s in (1, 2, 3)]
+    with pytest.raises(
+        ValueError, match=r"duplicate seeds \[3\] in \[3, 1, 3\]"
+    ):
+        select_banks(banks, seeds=[3, 1, 3])
+    with pytest.raises(ValueError, match="seeds is empty"):
+        select_banks(banks, seeds=[])
+    twin = make_bank(2, IDS, Z[1])
+    twin.source = "elsewhere/bank.safetensors"
+    with pytest.raises(
+        BankMismatchError, match=r"seed 2 is held by 2 banks.*elsewhere"
+    ):
+        select_banks([*banks, twin], seeds=[2])
+
+
+def test_curated_selection_refuses_banks_without_a_score():
+    banks = [
+        make_bank(s, IDS, Z[0], valid_score=v)
+        for s, v in [(1, 61.0), (2, math.nan), (3, 63.0)]
+    ]
+    with pytest.raises(BankMismatchError, match=r"'valid' Score.*seed 2: nan"):
+        select_banks(banks, k=1, curate_on="valid")
+    # no metrics for the split at all: refused the same way, naming both
+    with pytest.raises(BankMismatchError, match=r"3 of 3 banks.*seed 3"):
+        select_banks(banks, k=1, curate_on="test")
+
+
+def test_curated_selection_on_an_empty_valid_split_says_curate_on_test():
+    banks = []
+    for seed, test_score in [(1, 60.0), (2, 70.0)]:
+        bank = LogitBank(
+            {"valid": [], "test": IDS},
+            {"valid": torch.zeros(0, 4), "test": Z[0]},
+            {"valid": torch.zeros(0).long(), "test": torch.zeros(3).long()},
+            {
+                "seed": seed,
+                "metrics": {
+                    "valid": {
+                        "sp": math.nan,
+                        "se": math.nan,
+                        "score": math.nan,
+                    },
+                    "test": {"score": test_score},
+                },
+            },
+        )
+        banks.append(bank)
+    with pytest.raises(
+        BankMismatchError, match=r"valid split is empty.*curate on test"
+    ):
+        select_banks(banks, k=1, curate_on="valid")
+    chosen = select_banks(banks, k=1, curate_on="test")
+    assert [b.info["seed"] for b in chosen] == [2]
+
+
+@pytest.mark.parametrize("k", ["0", "-1", "1.5"])
+def test_ensemble_script_refuses_a_bad_k_without_traceback(tmp_path, capsys, k):
+    save_twelve(tmp_path)
+    main = runpy.run_path(str(RECIPE / "ensemble.py"))["main"]
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path), "--k", k])
+    assert exit_info.value.code == 2
+    assert "k must be a positive integer" in capsys.readouterr().err
+
+
+def test_ensemble_script_refuses_repeated_seeds_without_traceback(tmp_path):
+    save_twelve(tmp_path)
+    main = runpy.run_path(str(RECIPE / "ensemble.py"))["main"]
+    with pytest.raises(SystemExit, match=r"duplicate seeds \[4\] in"):
+        main([str(tmp_path), "--seeds", "4", "2", "4"])

@@ -83,3 +83,28 @@ def test_mean_std_and_aggregation():
     assert agg["n"] == 2
     assert agg["sp"] == (82.0, pytest.approx(math.sqrt(8)))
     assert agg["score"][0] == 62.0
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_stats_never_score_non_finite_logits(caplog, bad):
+    stats = ICBHIStats()
+    # argmax would read the bad row as "normal": Sp 100, Se 0, Score 50
+    logits = torch.tensor([[bad, 0.0, 0.0, 0.0], [0.0, 0.0, 3.0, 0.0]])
+    stats.append(["a", "b"], logits, torch.tensor([0, 1]))
+    with caplog.at_level("WARNING"):
+        summary = stats.summarize()
+    assert list(summary) == ["sp", "se", "score"]
+    assert all(math.isnan(value) for value in summary.values())
+    assert "1 of 2 cycles have non-finite logits" in caplog.text
+
+
+def test_stats_on_finite_logits_equal_icbhi_score_exactly():
+    logits = torch.tensor(
+        [[2.0, 0, 0, 0], [0, 1.0, 0, 0], [0, 0, 0, 4.0], [0, 0, 5.0, 0]]
+    )
+    stats = ICBHIStats()
+    stats.append(["a", "b", "c", "d"], logits, torch.tensor([0, 1, 3, 1]))
+    # Sp 1/1; Se: hits b and c of the 3 abnormal cycles
+    expected = {"sp": 100.0, "se": 200 / 3, "score": (100.0 + 200 / 3) / 2}
+    assert stats.summarize() == expected
+    assert icbhi_score([0, 1, 3, 2], [0, 1, 3, 1]) == expected

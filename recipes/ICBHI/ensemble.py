@@ -26,7 +26,12 @@ Authors
 import argparse
 import sys
 
-from speechbrain_rsc.bank import find_banks, read_manifest, select_banks
+from speechbrain_rsc.bank import (
+    check_k,
+    find_banks,
+    read_manifest,
+    select_banks,
+)
 from speechbrain_rsc.ensemble import (
     evaluate_banks,
     evaluate_models,
@@ -35,11 +40,30 @@ from speechbrain_rsc.ensemble import (
 )
 
 
+def positive_int(text):
+    """``--k``: a positive integer, refused with the message of
+    :func:`~speechbrain_rsc.bank.check_k`.
+
+    Example
+    -------
+    >>> positive_int("3")
+    3
+    """
+    try:
+        return check_k(int(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"k must be a positive integer (1, 2, ...), not {text!r}"
+        ) from None
+
+
 def parse_args(argv):
     """Command-line options."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("bank_folder", help="folder of <run>/bank.safetensors")
-    parser.add_argument("--k", type=int, help="first k seeds (default: all)")
+    parser.add_argument(
+        "--k", type=positive_int, help="first k seeds (default: all)"
+    )
     parser.add_argument("--seeds", type=int, nargs="+", help="explicit seeds")
     parser.add_argument(
         "--curate_on",
@@ -65,17 +89,22 @@ def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.audio and args.sweep:
         sys.exit("--audio scores one ensemble: choose it with --k or --seeds")
-    banks = find_banks(args.bank_folder)
-    if args.manifest:
-        ids, _ = read_manifest(args.manifest)
-        for bank in banks:
-            bank.check_manifest(args.split, ids)
-    if args.sweep:
-        rows = sweep(banks, args.split, curate_on=args.curate_on)
-    else:
-        chosen = select_banks(
-            banks, k=args.k, seeds=args.seeds, curate_on=args.curate_on
-        )
+    try:
+        banks = find_banks(args.bank_folder)
+        if args.manifest:
+            ids, _ = read_manifest(args.manifest)
+            for bank in banks:
+                bank.check_manifest(args.split, ids)
+        if args.sweep:
+            rows = sweep(banks, args.split, curate_on=args.curate_on)
+        else:
+            chosen = select_banks(
+                banks, k=args.k, seeds=args.seeds, curate_on=args.curate_on
+            )
+    except ValueError as error:
+        # Refused banks or selection: the message names what to change.
+        sys.exit(f"ensemble.py: {error}")
+    if not args.sweep:
         seeds = " ".join(str(b.info.get("seed")) for b in chosen)
         if args.audio:
             result = evaluate_models(chosen, args.audio, args.device)
