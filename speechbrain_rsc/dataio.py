@@ -28,16 +28,18 @@ def resolve_data_folder(data_folder, synthetic_folder, recordings=60, seed=0):
     """Return the ICBHI folder to prepare, making the synthetic one if asked.
 
     ``data_folder: synthetic`` in a YAML selects the built-in synthetic
-    ICBHI-format dataset, generated once into ``synthetic_folder`` (written
-    to a temporary folder and renamed, so a crash leaves nothing behind),
-    by the main process only under DDP.
+    ICBHI-format dataset of ``recordings`` recordings drawn with ``seed``.
+    It is generated once into ``synthetic_folder/recordings<N>_seed<S>``
+    (written to a temporary folder and renamed, so a crash leaves nothing
+    behind), by the main process only under DDP; other sizes and seeds get
+    their own folders beside it.
 
     Arguments
     ---------
     data_folder : str
         A real ICBHI folder, or ``"synthetic"``.
     synthetic_folder : str
-        Where the synthetic dataset lives.
+        Where the synthetic datasets live.
     recordings : int
         Size of the synthetic dataset.
     seed : int
@@ -46,26 +48,40 @@ def resolve_data_folder(data_folder, synthetic_folder, recordings=60, seed=0):
     Returns
     -------
     str
+        ``data_folder``, or the synthetic dataset's folder.
+
+    Example
+    -------
+    >>> folder = getfixture("tmp_path")
+    >>> path = resolve_data_folder("synthetic", folder, recordings=2, seed=3)
+    >>> Path(path).name, len(list(Path(path).rglob("*.wav")))
+    ('recordings2_seed3', 2)
     """
     if str(data_folder) != SYNTHETIC:
         if not os.path.isdir(data_folder):
             raise FileNotFoundError(f"data_folder {data_folder} does not exist")
         return str(data_folder)
-    run_on_main(_make_synthetic, args=[synthetic_folder, recordings, seed])
-    return str(synthetic_folder)
+    target = Path(synthetic_folder) / f"recordings{int(recordings)}_seed{seed}"
+    run_on_main(_make_synthetic, args=[target, recordings, seed])
+    return str(target)
 
 
-def _make_synthetic(synthetic_folder, recordings, seed):
+def _make_synthetic(target, recordings, seed):
     from speechbrain_rsc.data.synthetic import make_synthetic_icbhi
 
-    target = Path(synthetic_folder)
+    target = Path(target)
     if target.is_dir():
         return
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = tempfile.mkdtemp(dir=target.parent, prefix=".synthetic-")
     try:
         make_synthetic_icbhi(tmp, recordings=recordings, seed=seed)
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            if not target.is_dir():
+                raise
+            return  # another process wrote the same dataset first
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     logger.info(f"Synthetic ICBHI dataset written to {target}")

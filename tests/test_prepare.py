@@ -18,7 +18,7 @@ from speechbrain_rsc.data.icbhi import ICBHIFormatError
 from speechbrain_rsc.data.prepare import (
     CACHE_DONE_FILE,
     MANIFEST_COLUMNS,
-    OPTIONS_FILE,
+    MANIFESTS_PREFIX,
     prepare_icbhi,
 )
 
@@ -520,15 +520,19 @@ def test_same_options_do_not_rewrite_changed_ones_do(tmp_path):
     assert prepare_icbhi(root, out, valid_fraction=0, **FAST) == outputs
     assert not any(rewritten(files + cycles))
 
-    # a split option: manifests rewritten, cycles reused
-    prepare_icbhi(root, out, valid_fraction=0, seed=7, **FAST)
-    assert all(rewritten(files)) and not any(rewritten(cycles))
+    # a split option: other manifests beside these, cycles reused
+    seed7 = prepare_icbhi(root, out, valid_fraction=0, seed=7, **FAST)
+    assert Path(seed7["train"]).parent != Path(outputs["train"]).parent
+    assert [r["wav"] for r in read_csv(seed7["train"])] == cycles
+    assert not any(rewritten(files + cycles))
 
     # an audio option: a new cache folder
-    prepare_icbhi(root, out, valid_fraction=0, pad="zero", **FAST)
-    zero = [r["wav"] for r in read_csv(outputs["train"])]
+    zero_outputs = prepare_icbhi(
+        root, out, valid_fraction=0, pad="zero", **FAST
+    )
+    zero = [r["wav"] for r in read_csv(zero_outputs["train"])]
     assert Path(zero[0]).parent != Path(cycles[0]).parent
-    assert not any(rewritten(cycles))
+    assert not any(rewritten(files + cycles))
     assert not np.array_equal(sf.read(zero[0])[0], sf.read(cycles[0])[0])
 
     outputs16 = prepare_icbhi(
@@ -540,12 +544,14 @@ def test_same_options_do_not_rewrite_changed_ones_do(tmp_path):
 
 def test_changed_annotation_file_is_redone(tmp_path):
     root = small_dataset(tmp_path / "icbhi")
-    outputs = prepare_icbhi(root, tmp_path / "out", valid_fraction=0, **FAST)
+    before = prepare_icbhi(root, tmp_path / "out", valid_fraction=0, **FAST)
     txt = root / "ICBHI_final_database" / "101_1b1_Al_sc_Meditron.txt"
     txt.write_text("0.1\t0.9\t1\t1\n")
-    prepare_icbhi(root, tmp_path / "out", valid_fraction=0, **FAST)
+    outputs = prepare_icbhi(root, tmp_path / "out", valid_fraction=0, **FAST)
+    assert outputs["train"] != before["train"]
     (row,) = read_csv(outputs["train"])
     assert row["label"] == "3"
+    assert len(read_csv(before["train"])) == 2  # the old data's, untouched
 
 
 def test_interrupted_run_is_finished_and_leaves_no_temp(tmp_path):
@@ -554,28 +560,18 @@ def test_interrupted_run_is_finished_and_leaves_no_temp(tmp_path):
     outputs = prepare_icbhi(root, out, valid_fraction=0, **FAST)
     cycles = [r["wav"] for r in read_csv(outputs["train"])]
     cache = Path(cycles[0]).parent
-    # as if the run died after one cycle: no marker, no options, a cycle
-    # missing, a stale temp file
-    (out / OPTIONS_FILE).unlink()
+    # as if the run died after one cycle: no marker, a cycle missing, a
+    # stale temp cycle and a stale temp manifests folder
     (cache / CACHE_DONE_FILE).unlink()
     Path(cycles[1]).unlink()
-    (cache / (Path(cycles[1]).name + ".tmp")).write_bytes(b"partial")
+    (cache / f".{Path(cycles[1]).name}.123-abcd.tmp").write_bytes(b"partial")
+    (out / f".{MANIFESTS_PREFIX}0123.123-abcd.tmp").mkdir()
     stamp([cycles[0], outputs["train"]])
-    prepare_icbhi(root, out, valid_fraction=0, **FAST)
+    assert prepare_icbhi(root, out, valid_fraction=0, **FAST) == outputs
     assert rewritten([cycles[0], outputs["train"]]) == [False, True]
     assert sf.info(cycles[1]).frames == 4000
-    assert (cache / CACHE_DONE_FILE).is_file() and (
-        out / OPTIONS_FILE
-    ).is_file()
+    assert (cache / CACHE_DONE_FILE).is_file()
     assert not list(tmp_path.rglob("*.tmp"))
-
-
-def test_skip_prep_returns_paths_only(tmp_path):
-    outputs = prepare_icbhi(
-        tmp_path / "absent", tmp_path / "out", skip_prep=True
-    )
-    assert outputs["train"] == str(tmp_path / "out" / "train.csv")
-    assert not (tmp_path / "out").exists()
 
 
 # ------------------------------------------------------------ valid split
@@ -612,12 +608,8 @@ def test_valid_split_is_patient_disjoint_and_deterministic(tmp_path):
     draws = set()
     for seed in range(4):
         out = tmp_path / f"seed{seed}"
-        prepare_icbhi(root, out, valid_fraction=0.3, seed=seed, **FAST)
-        draws.add(
-            tuple(
-                json.loads((out / "summary.json").read_text())["valid_patients"]
-            )
-        )
+        drawn = prepare_icbhi(root, out, valid_fraction=0.3, seed=seed, **FAST)
+        draws.add(tuple(summary_of(drawn)["valid_patients"]))
     assert len(draws) > 1  # the seed matters
 
 
@@ -656,9 +648,14 @@ def test_cli(tmp_path, capsys):
             "0",
         ]
     )
-    printed = capsys.readouterr().out
-    assert f"train: {tmp_path / 'out' / 'train.csv'}" in printed
-    options = json.loads((tmp_path / "out" / OPTIONS_FILE).read_text())
+    printed = dict(
+        line.split(": ", 1) for line in capsys.readouterr().out.splitlines()
+    )
+    assert sorted(printed) == ["summary", "test", "train", "valid"]
+    train = Path(printed["train"])
+    assert train.name == "train.csv" and train.is_file()
+    assert train.parent.parent == tmp_path / "out"
+    options = json.loads(Path(printed["summary"]).read_text())["options"]
     assert (options["pad"], options["duration"]) == ("zero", 1.0)
 
 

@@ -5,7 +5,10 @@ Cuts every annotated respiratory cycle once (resampled, faded and
 standardised to a fixed duration, as the Patch-Mix CL / BTS pipeline does),
 caches it as a float32 WAV, and writes ``train.csv``, ``valid.csv`` and
 ``test.csv`` manifests plus ``summary.json`` (counts, renamed recordings,
-recordings missing from disk and every skipped cycle with its reason).
+recordings missing from disk and every skipped cycle with its reason) in
+``<save_folder>/manifests_<key>/``, where the key identifies the data (by
+content) and the options; it prints their paths. One save folder can hold
+the preparations of several data folders or option sets.
 
 Download (official): https://bhichallenge.med.auth.gr/ (ICBHI_final_database
 and the challenge train/test split). The Kaggle re-upload works too, given

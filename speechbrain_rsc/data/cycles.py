@@ -23,7 +23,9 @@ Example
 (20,)
 """
 
+import io
 import os
+import secrets
 import struct
 from pathlib import Path
 
@@ -336,8 +338,12 @@ def standardise(cycle, length, pad="repeat", fade_out=0):
 def write_cycle(path, signal, sample_rate):
     """Write a float32 WAV (subtype ``FLOAT``) atomically.
 
-    The samples go to ``<path>.tmp`` first, then replace ``path``, so a
-    crash never leaves a half-written cycle under its final name.
+    The file is encoded in memory, written to a temporary file of a name
+    unique to this process beside ``path`` and renamed, so a crash never
+    leaves half a cycle under its final name, two processes writing the
+    same cycle never mix their bytes, and a full disk raises ``OSError``
+    (``errno.ENOSPC``) rather than a libsndfile error. The temporary file
+    is removed if the write fails.
 
     Example
     -------
@@ -348,6 +354,15 @@ def write_cycle(path, signal, sample_rate):
     ('FLOAT', [0.25, 0.25, 0.25])
     """
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    sf.write(tmp, signal, int(sample_rate), subtype="FLOAT", format="WAV")
-    os.replace(tmp, path)
+    encoded = io.BytesIO()
+    sf.write(encoded, signal, int(sample_rate), subtype="FLOAT", format="WAV")
+    tmp = path.with_name(
+        f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
+    )
+    try:
+        with open(tmp, "xb") as file:
+            file.write(encoded.getbuffer())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -7,22 +7,55 @@ once as the de facto pipeline does (:mod:`speechbrain_rsc.data.cycles`) and
 writes, in ``save_folder``:
 
 - ``cycles_<hash>/<ID>.wav``: one float32 WAV per cycle of exactly
-  ``duration * sample_rate`` samples; the hash covers every option that
-  changes the audio and a fingerprint (names, sizes, mtimes) of the input
-  audio and annotation files;
-- ``train.csv``, ``valid.csv``, ``test.csv``: one row per cycle
-  (``MANIFEST_COLUMNS``), readable by ``DynamicItemDataset.from_csv``;
-- ``summary.json``: counts per split and class, the options, renamed-stem
-  matches, recordings missing from disk, and every skip with its reason,
-  file and line;
-- ``prepare_options.json``: the options of the finished run, written last.
+  ``duration * sample_rate`` samples, shared by every preparation with the
+  same audio options; the hash covers those options (version, sample rate,
+  duration, pad) and the content fingerprint of the recordings;
+- ``manifests_<key>/``: one finished preparation, where ``key`` hashes
+  everything its files are made from (``summary["options"]``: the version,
+  the audio and split options, ``END_TOLERANCE`` and the content
+  fingerprints of the recordings and of the split, demographics and
+  diagnosis files), and holding:
 
-A second call with the same options (and unchanged input files) returns at
-once; a call with other options redoes what they change, reusing cycles
-already cut with the same audio options. Cycles, manifests and the summary
-are written to temporary files and renamed, and the cache folder counts as
-complete only once ``cache_options.json`` is written after its last cycle,
-so a crash never leaves a half-written file under a final name.
+  - ``train.csv``, ``valid.csv``, ``test.csv``: one row per cycle
+    (``MANIFEST_COLUMNS``), readable by ``DynamicItemDataset.from_csv``;
+  - ``summary.json``: the ``key``, the ``options``, the input paths of
+    the run that wrote it (``sources``), counts per split and class,
+    renamed-stem matches, recordings missing from disk, and every skip
+    with its reason, file and line;
+
+- ``.prepare.lock``: the lock file of concurrent preparations (kept).
+
+The content fingerprint of the recordings covers, for every ``.wav`` and
+``.txt``, its name relative to the audio folder, its size, the whole
+``.txt`` and the first and last 64 KiB of the ``.wav``; the other files
+are hashed whole. No path or modification time enters a key, so a moved or
+copied data folder is the same data, and other audio under the same names
+is other data. Several data folders or option sets can therefore share one
+``save_folder``: each gets its own ``manifests_<key>``, and callers must use
+the paths ``prepare_icbhi`` returns.
+
+Reuse and concurrency
+---------------------
+A call whose ``manifests_<key>`` exists returns at once if every cycle its
+manifests list exists in the current cache folder. If not (the save folder
+was moved or copied, so the manifests point to the old place, or cycles
+were deleted), the reason is logged and the manifests are written again,
+reusing the cycles found in the cache. A call with other options writes
+another ``manifests_<key>``, reusing cycles cut with the same audio
+options.
+
+Preparations of one ``save_folder`` are serialised by an advisory lock
+(``fcntl.flock`` on ``.prepare.lock``) where ``fcntl`` exists, so two runs
+never cut the same cycles twice; the later run waits, then finds the work
+done. A ``manifests_<key>`` folder is written in a temporary folder beside
+it and renamed into place in one step, so a reader never sees half of one;
+if another process published the same key first (possible only without the
+lock), its folder is kept and this one discarded. Cycles are written to
+temporary files and renamed, and the cache counts as complete only once
+``cache_options.json`` is written after its last cycle. Temporary files
+left by a killed run are removed by the next run that holds the lock. The
+pool workers that cut the cycles die with the preparing process on Linux,
+even if it is killed with SIGKILL.
 
 What is an error and what is a skip
 -----------------------------------
@@ -33,6 +66,14 @@ split file (always for the Kaggle layout unless ``split_file`` is given),
 demographics file or diagnosis file; a malformed line in any of these; a
 stem listed in both splits; a patient listed twice; the same stem stored
 twice on disk; no cycle left at all.
+
+The save folder gives errors too, naming the folder and what to do: a
+``save_folder`` (or a parent of it) that is an existing file is a
+``ValueError``; a folder that cannot be written is a ``PermissionError``
+saying so; a full disk is an ``OSError`` (``errno.ENOSPC``) saying that
+the disk is full and how much space is free. After either, no
+``manifests_<key>`` is published and no temporary file is left; the
+cycles cut so far are complete and reused by the next call.
 
 Skips (logged as warnings, counted and listed in ``summary.json`` with
 reason, file and line) are for problems of one recording or one cycle:
@@ -65,13 +106,20 @@ Example
 ['test', 'train', 'valid']
 """
 
+import contextlib
 import csv
+import ctypes
+import errno
 import functools
 import hashlib
 import json
 import logging
 import multiprocessing
 import os
+import secrets
+import shutil
+import signal
+import sys
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -107,6 +155,11 @@ from speechbrain_rsc.data.icbhi import (
 from speechbrain_rsc.data.prompts import bts_prompt
 from speechbrain_rsc.data.schema import CLASS_NAMES, age_group, parse_stem
 
+try:
+    import fcntl
+except ImportError:  # Windows: the atomic publish alone keeps runs apart
+    fcntl = None
+
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "valid", "test")
@@ -131,13 +184,18 @@ MANIFEST_COLUMNS = (
     "diagnosis",
     "prompt",
 )
-CACHE_VERSION = 1  # bump when the cutting changes
+CACHE_VERSION = 2  # bump when the cutting or the fingerprints change
 END_TOLERANCE = 0.05  # seconds an annotation may overrun the audio
-OPTIONS_FILE = "prepare_options.json"
 SUMMARY_FILE = "summary.json"
 CACHE_DONE_FILE = "cache_options.json"
+MANIFESTS_PREFIX = "manifests_"
+LOCK_FILE = ".prepare.lock"
+FINGERPRINT_BYTES = 64 * 1024  # hashed at each end of every .wav
 MAX_WORKERS = 2  # about 1.5-2x faster than serial on 2 CPUs
 POOL_MIN_RECORDINGS = 100  # below this a pool costs more than it saves
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 @dataclass(frozen=True)
@@ -159,7 +217,6 @@ def prepare_icbhi(
     valid_fraction=0.15,
     seed=1234,
     split_file=None,
-    skip_prep=False,
 ):
     """Cut and cache the ICBHI cycles and write the split manifests.
 
@@ -168,7 +225,8 @@ def prepare_icbhi(
     data_folder : str or Path
         The ICBHI copy (official download or Kaggle archive).
     save_folder : str or Path
-        Where the manifests, the summary and the cycle cache go.
+        Where the cycle caches and the ``manifests_<key>`` folders go; it
+        may be shared by preparations of other data or options.
     sample_rate : int
         Rate of the cached cycles (16000 for CNNs/AST, 48000 for CLAP/BTS).
     duration : float
@@ -183,20 +241,23 @@ def prepare_icbhi(
     split_file : str or Path, optional
         A ``stem<TAB>train|test`` file replacing the official one; required
         for the Kaggle layout.
-    skip_prep : bool
-        If True, only return the paths.
 
     Returns
     -------
     dict
-        ``train``, ``valid``, ``test`` (CSV paths) and ``summary`` (JSON).
+        ``train``, ``valid``, ``test`` (CSV paths) and ``summary`` (JSON),
+        all in ``save_folder/manifests_<key>``.
 
     Raises
     ------
     ICBHIFormatError
         See the module docstring.
     ValueError
-        On an invalid option.
+        On an invalid option, or a ``save_folder`` that is a file.
+    PermissionError
+        If ``save_folder`` cannot be written.
+    OSError
+        With ``errno.ENOSPC`` if the disk is full.
 
     Example
     -------
@@ -206,41 +267,72 @@ def prepare_icbhi(
     >>> out = prepare_icbhi(root, tmp / "prepared", valid_fraction=0)
     >>> sorted(out)
     ['summary', 'test', 'train', 'valid']
+    >>> Path(out["train"]).parent.name.startswith(MANIFESTS_PREFIX)
+    True
     """
     save_folder = Path(save_folder).absolute()
-    outputs = {split: str(save_folder / f"{split}.csv") for split in SPLITS}
-    outputs["summary"] = str(save_folder / SUMMARY_FILE)
-    if skip_prep:
-        return outputs
     _check_options(sample_rate, duration, pad, valid_fraction, save_folder)
+    _check_save_folder(save_folder)
     layout = find_layout(data_folder, split_file)
     files = discover_recordings(layout.audio_folder)
     options = _options(
         layout, files, sample_rate, duration, pad, valid_fraction, seed
     )
+    key = prepare_key(options)
     cache = save_folder / f"cycles_{_cache_key(options)}"
-    if _already_done(save_folder, cache, options):
+    target = save_folder / f"{MANIFESTS_PREFIX}{key}"
+    outputs = _outputs(target)
+    if _not_done_because(target, cache, options, key) is None:
         logger.info(
-            "ICBHI already prepared in %s with these options; skipping",
-            save_folder,
+            "ICBHI already prepared in %s with these options; skipping", target
         )
         return outputs
-    logger.info(
-        "Preparing ICBHI from %s (%s layout)", layout.audio_folder, layout.name
+    # Malformed metadata is an error before anything is written.
+    tables = (
+        read_split(layout.split_file),
+        read_demographics(layout.demographics_file),
+        read_diagnoses(layout.diagnosis_file),
     )
-    save_folder.mkdir(parents=True, exist_ok=True)
-    # Until the new options file is written last, the run is unfinished.
-    (save_folder / OPTIONS_FILE).unlink(missing_ok=True)
-    cache.mkdir(exist_ok=True)
-    _note_other_caches(save_folder, cache)
+    with contextlib.ExitStack() as stack:
+        with _writing(save_folder):
+            save_folder.mkdir(parents=True, exist_ok=True)
+            locked = stack.enter_context(_lock(save_folder))
+        why = _not_done_because(target, cache, options, key)
+        if why is None:  # another run finished it while this one waited
+            logger.info("ICBHI prepared in %s by another run; using it", target)
+            return outputs
+        stale = target.exists()
+        if stale:
+            logger.warning("Preparing %s again: %s", target, why)
+        if locked:
+            with _writing(save_folder):
+                _remove_leftovers(save_folder)
+        _prepare(layout, files, tables, options, cache, target, stale)
+    return outputs
 
-    split = read_split(layout.split_file)
-    patients = read_demographics(layout.demographics_file)
-    diagnoses = read_diagnoses(layout.diagnosis_file)
+
+def _prepare(layout, files, tables, options, cache, target, stale):
+    """Cut what is missing from ``cache``; publish ``target``.
+
+    ``tables`` holds the read split, demographics and diagnosis files.
+    """
+    logger.info(
+        "Preparing ICBHI from %s (%s layout) into %s",
+        layout.audio_folder,
+        layout.name,
+        target,
+    )
+    split, patients, diagnoses = tables
     jobs, skips, renamed, missing = plan_recordings(split, files, layout)
-    valid_patients = choose_valid_patients(jobs, valid_fraction, seed)
-    length = int(round(duration * sample_rate))
-    results = cut_all(jobs, cache, sample_rate, length, pad)
+    valid_patients = choose_valid_patients(
+        jobs, options["valid_fraction"], options["seed"]
+    )
+    sample_rate = options["sample_rate"]
+    length = int(round(options["duration"] * sample_rate))
+    with _writing(cache):
+        cache.mkdir(exist_ok=True)
+        _note_others(target.parent, cache, target)
+        results = cut_all(jobs, cache, sample_rate, length, options["pad"])
 
     by_split = {name: [] for name in SPLITS}
     clamped = []
@@ -258,9 +350,8 @@ def prepare_icbhi(
             f"{layout.audio_folder}: no usable cycle ({len(skips)} skips, "
             f"{len(missing)} listed recordings missing)"
         )
-    _write_json(cache / CACHE_DONE_FILE, _cache_options(options))
-    for name in SPLITS:
-        _write_manifest(outputs[name], by_split[name])
+    with _writing(cache):
+        _write_json(cache / CACHE_DONE_FILE, _cache_options(options))
     left_out = {
         "renamed": renamed,
         "missing": missing,
@@ -268,16 +359,27 @@ def prepare_icbhi(
         "clamped": clamped,
     }
     summary = _summary(
-        options, cache, by_split, left_out, valid_patients, patients, diagnoses
+        options,
+        prepare_key(options),
+        layout,
+        cache,
+        by_split,
+        left_out,
+        (valid_patients, patients, diagnoses),
     )
-    _write_json(outputs["summary"], summary)
-    _write_json(save_folder / OPTIONS_FILE, options)
+    with _writing(target.parent):
+        _publish(target, by_split, summary, stale)
     logger.info(
         "ICBHI prepared: %s cycles (train/valid/test), %d skipped; see %s",
         "/".join(str(len(by_split[s])) for s in SPLITS),
         len(skips),
-        outputs["summary"],
+        target / SUMMARY_FILE,
     )
+
+
+def _outputs(target):
+    outputs = {split: str(target / f"{split}.csv") for split in SPLITS}
+    outputs["summary"] = str(target / SUMMARY_FILE)
     return outputs
 
 
@@ -296,35 +398,70 @@ def _check_options(sample_rate, duration, pad, valid_fraction, save_folder):
         raise ValueError(f"save_folder may not contain '$': {save_folder}")
 
 
-def _hash(data):
-    return hashlib.sha1(data).hexdigest()
+def _check_save_folder(save_folder):
+    """Raise ``ValueError`` if ``save_folder`` or a parent is a file."""
+    for folder in (save_folder, *save_folder.parents):
+        if not folder.exists():
+            continue
+        if not folder.is_dir():
+            where = "is" if folder == save_folder else f"is inside {folder},"
+            raise ValueError(
+                f"save_folder {save_folder} {where} an existing file, not a "
+                "folder; move that file away or choose another save_folder"
+            )
+        return
 
 
-def _file_hash(path):
-    return _hash(Path(path).read_bytes())
+def _content_sample(path, size):
+    """The bytes of ``path`` the fingerprint covers (see the module doc)."""
+    try:
+        with open(path, "rb") as file:
+            if path.suffix.lower() != ".wav" or size <= 2 * FINGERPRINT_BYTES:
+                return file.read()
+            head = file.read(FINGERPRINT_BYTES)
+            file.seek(size - FINGERPRINT_BYTES)
+            return head + file.read(FINGERPRINT_BYTES)
+    except OSError as error:
+        # Such a recording is skipped later, with the reason, by
+        # inspect_recording; the fingerprint only has to be stable.
+        return f"unreadable: {error.strerror}".encode()
 
 
 def _recordings_fingerprint(files, audio_folder):
-    """Hash of the names, sizes and mtimes of every .wav and .txt."""
-    entries = []
+    """SHA-256 of the names, sizes and content samples of every file.
+
+    Example
+    -------
+    >>> from speechbrain_rsc.data.icbhi import discover_recordings
+    >>> folder = getfixture("tmp_path")
+    >>> _ = (folder / "101_1b1_Al_sc_Meditron.txt").write_text("0 1 0 0")
+    >>> first = _recordings_fingerprint(discover_recordings(folder), folder)
+    >>> _ = (folder / "101_1b1_Al_sc_Meditron.txt").write_text("0 1 1 0")
+    >>> first == _recordings_fingerprint(discover_recordings(folder), folder)
+    False
+    """
+    digest = hashlib.sha256()
     for stem_files in files.values():
         for path in (stem_files.wav, stem_files.txt):
-            if path is not None:
-                stat = path.stat()
-                rel = str(path.relative_to(audio_folder))
-                entries.append(f"{rel}\t{stat.st_size}\t{stat.st_mtime_ns}")
-    return _hash("\n".join(entries).encode())
+            if path is None:
+                continue
+            size = path.stat().st_size
+            sample = _content_sample(path, size)
+            rel = path.relative_to(audio_folder).as_posix()
+            digest.update(f"{rel}\t{size}\t{len(sample)}\n".encode())
+            digest.update(sample)
+    return digest.hexdigest()
+
+
+def _file_hash(path):
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def _options(layout, files, sample_rate, duration, pad, valid_fraction, seed):
-    """Everything the outputs depend on, as a JSON-ready dict."""
+    """Everything the outputs depend on, as a JSON-ready dict (no path)."""
     return {
         "version": CACHE_VERSION,
         "layout": layout.name,
-        "audio_folder": str(layout.audio_folder),
-        "split_file": str(layout.split_file),
-        "demographics_file": str(layout.demographics_file),
-        "diagnosis_file": str(layout.diagnosis_file),
         "sample_rate": int(sample_rate),
         "duration": float(duration),
         "pad": pad,
@@ -340,44 +477,269 @@ def _options(layout, files, sample_rate, duration, pad, valid_fraction, seed):
     }
 
 
+def _hash_json(data, length):
+    text = json.dumps(data, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def prepare_key(options):
+    """The key of the ``manifests_<key>`` folder of a preparation.
+
+    Arguments
+    ---------
+    options : dict
+        ``summary["options"]`` of the preparation.
+
+    Returns
+    -------
+    str
+        16 hex digits.
+
+    Example
+    -------
+    >>> len(prepare_key({"seed": 1}))
+    16
+    """
+    return _hash_json(options, 16)
+
+
 def _cache_options(options):
     """The options that change the cached audio."""
-    keys = ("version", "audio_folder", "sample_rate", "duration", "pad")
+    keys = ("version", "sample_rate", "duration", "pad")
     cache = {key: options[key] for key in keys}
     cache["recordings"] = options["fingerprints"]["recordings"]
     return cache
 
 
 def _cache_key(options):
-    text = json.dumps(_cache_options(options), sort_keys=True)
-    return _hash(text.encode())[:12]
+    return _hash_json(_cache_options(options), 12)
 
 
-def _already_done(save_folder, cache, options):
-    """True if a finished run with exactly these options is on disk."""
-    needed = [save_folder / f"{split}.csv" for split in SPLITS]
-    needed += [save_folder / SUMMARY_FILE, cache / CACHE_DONE_FILE]
-    if not all(path.is_file() for path in needed):
-        return False
+def _not_done_because(target, cache, options, key):
+    """``None`` if ``target`` is a finished preparation usable as it is.
+
+    Otherwise a sentence saying why not.
+    """
+    if not target.is_dir():
+        return "not prepared yet"
     try:
-        stored = json.loads((save_folder / OPTIONS_FILE).read_text())
-    except (OSError, ValueError):
-        return False
-    return stored == json.loads(json.dumps(options))
+        summary = json.loads((target / SUMMARY_FILE).read_text("utf-8"))
+        stored = (summary.get("key"), summary.get("options"))
+        if stored != (key, json.loads(json.dumps(options))):
+            return f"{target / SUMMARY_FILE} is of other options"
+        if not (cache / CACHE_DONE_FILE).is_file():
+            return f"the cycle cache {cache} is incomplete"
+        for split in SPLITS:
+            problem = _manifest_problem(target / f"{split}.csv", cache)
+            if problem:
+                return problem
+    except (OSError, ValueError) as error:
+        return f"{target} is incomplete or unreadable ({error})"
+    return None
 
 
-def _note_other_caches(save_folder, cache):
+def _manifest_problem(path, cache):
+    """Why the cycles ``path`` lists are not all in ``cache``, or ``None``."""
+    checked = set()
+    with open(path, newline="", encoding="utf-8") as file:
+        reader = csv.DictReader(file)
+        if tuple(reader.fieldnames or ()) != MANIFEST_COLUMNS:
+            return f"{path} does not have the manifest columns"
+        for row in reader:
+            if not row["wav"]:
+                return (
+                    f"{path} has a row without a wav (line {reader.line_num})"
+                )
+            wav = Path(row["wav"])
+            if wav.parent not in checked:
+                if not (
+                    wav.parent.is_dir() and os.path.samefile(wav.parent, cache)
+                ):
+                    return (
+                        f"{path} lists cycles in {wav.parent}, not in the "
+                        f"cycle cache {cache} (the save folder was moved or "
+                        "copied?)"
+                    )
+                checked.add(wav.parent)
+            if not wav.is_file():
+                return f"{path} lists {wav}, which does not exist"
+    return None
+
+
+@contextlib.contextmanager
+def _lock(save_folder):
+    """Hold the advisory lock of ``save_folder``; yield whether it is held.
+
+    Without ``fcntl``, or on a file system that refuses ``flock``, nothing
+    is locked: the atomic publish alone keeps concurrent runs correct (they
+    may then cut the same cycles twice).
+    """
+    if fcntl is None:
+        yield False
+        return
+    fd = os.open(save_folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            logger.info(
+                "Waiting for another preparation in %s to finish", save_folder
+            )
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as error:
+            if error.errno not in (errno.ENOLCK, errno.EOPNOTSUPP):
+                raise
+            logger.warning(
+                "Cannot lock %s (%s); preparing without the lock",
+                save_folder / LOCK_FILE,
+                error.strerror,
+            )
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            # Unlock explicitly: a process forked meanwhile shares the fd,
+            # and closing ours alone would leave the lock held.
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _remove_leftovers(save_folder):
+    """Remove the temporary files of killed runs (call under the lock)."""
+    leftovers = list(save_folder.glob(f".{MANIFESTS_PREFIX}*.tmp"))
+    leftovers += save_folder.glob("cycles_*/*.tmp")
+    for path in leftovers:
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    if leftovers:
+        logger.info(
+            "Removed %d temporary files left in %s by an interrupted run",
+            len(leftovers),
+            save_folder,
+        )
+
+
+@contextlib.contextmanager
+def _writing(folder):
+    """Turn a refused write or a full disk into an error naming ``folder``."""
+    try:
+        yield
+    except OSError as error:
+        explained = _explain_write_error(error, folder)
+        if explained is None:
+            raise
+        raise explained from error
+
+
+def _explain_write_error(error, folder):
+    """A clearer ``OSError`` for a write refused under ``folder``, or None.
+
+    Example
+    -------
+    >>> error = OSError(errno.ENOSPC, "No space left on device")
+    >>> str(_explain_write_error(error, Path("/")))  # doctest: +ELLIPSIS
+    '[Errno 28] the disk is full: cannot write to /: ... free on its disk...
+    """
+    what = error.strerror or str(error)
+    if error.filename:
+        what = f"{what}: {error.filename}"
+    if error.errno in NOT_WRITABLE:
+        return PermissionError(
+            error.errno,
+            f"{folder} is not writable ({what}); fix its permissions or "
+            "choose another save_folder",
+        )
+    if error.errno in DISK_FULL:
+        existing = next(p for p in (folder, *folder.parents) if p.exists())
+        free = shutil.disk_usage(existing).free
+        return OSError(
+            errno.ENOSPC,
+            f"the disk is full: cannot write to {folder}: {_size(free)} free "
+            f"on its disk ({what}); free some space or choose a save_folder "
+            "on another disk. No manifest was published; the cycles cut so "
+            "far are complete and will be reused",
+        )
+    return None
+
+
+def _size(n_bytes):
+    """Readable byte count.
+
+    Example
+    -------
+    >>> _size(512), _size(3 * 2**20), _size(5 * 2**30)
+    ('512 B', '3.0 MiB', '5.0 GiB')
+    """
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n_bytes >= scale:
+            return f"{n_bytes / scale:.1f} {unit}"
+    return f"{n_bytes} B"
+
+
+def _publish(target, by_split, summary, stale):
+    """Write the manifests and the summary beside ``target``; rename.
+
+    A ``stale`` target (checked under the lock) is replaced; a target that
+    another process published meanwhile is kept and this one discarded.
+    """
+    tmp = target.with_name(f".{target.name}.{_token()}.tmp")
+    tmp.mkdir()
+    try:
+        for name in SPLITS:
+            _write_manifest(tmp / f"{name}.csv", by_split[name])
+        _write_json(tmp / SUMMARY_FILE, summary)
+        if stale:
+            _discard(target)
+        try:
+            os.rename(tmp, target)
+        except OSError as error:
+            if error.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                raise
+            logger.info(
+                "%s was published by another run first; keeping it", target
+            )
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _discard(folder):
+    """Remove a folder: renamed away first, so it vanishes in one step."""
+    aside = folder.with_name(f".{folder.name}.{_token()}.old.tmp")
+    with contextlib.suppress(FileNotFoundError):
+        os.rename(folder, aside)
+        shutil.rmtree(aside)
+
+
+def _token():
+    return f"{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def _note_others(save_folder, cache, target):
     others = sorted(
         p.name
-        for p in save_folder.glob("cycles_*")
-        if p.is_dir() and p != cache
+        for pattern in ("cycles_*", f"{MANIFESTS_PREFIX}*")
+        for p in save_folder.glob(pattern)
+        if p.is_dir() and p not in (cache, target)
     )
     if others:
         logger.info(
-            "%s also holds cycle caches for other options (%s); delete "
-            "them if they are no longer needed",
+            "%s also holds preparations and cycle caches of other data or "
+            "options (%s); delete those no longer needed",
             save_folder,
             ", ".join(others),
+        )
+    old = [s for s in SPLITS if (save_folder / f"{s}.csv").exists()]
+    if old:
+        logger.warning(
+            "%s holds %s from an older version of prepare_icbhi; they are "
+            "not updated any more (the manifests are now in %s): delete them",
+            save_folder,
+            ", ".join(f"{s}.csv" for s in old),
+            target.name,
         )
 
 
@@ -618,9 +980,10 @@ def _write_cycles(wav, todo, sample_rate, length, pad):
 def cut_all(jobs, cache, sample_rate, length, pad):
     """Run :func:`cut_recording` on every job, in parallel when it pays.
 
-    A pool of up to ``MAX_WORKERS`` processes (never more than the CPUs)
-    is used for ``POOL_MIN_RECORDINGS`` recordings or more when the cache
-    is not complete yet; results keep the order of ``jobs``.
+    A pool of up to ``MAX_WORKERS`` forked processes (never more than the
+    CPUs) is used for ``POOL_MIN_RECORDINGS`` recordings or more when the
+    cache is not complete yet; results keep the order of ``jobs``. On
+    Linux the workers die with this process (:func:`_init_worker`).
 
     Returns
     -------
@@ -645,10 +1008,43 @@ def cut_all(jobs, cache, sample_rate, length, pad):
     with ProcessPoolExecutor(
         workers,
         mp_context=context,
-        initializer=torch.set_num_threads,
-        initargs=(1,),
+        initializer=_init_worker,
+        initargs=(os.getpid(),),
     ) as pool:
-        return list(pool.map(work, jobs, chunksize=8))
+        try:
+            return list(pool.map(work, jobs, chunksize=8))
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+
+
+def _init_worker(parent_pid):
+    """Set up a pool worker: one torch thread, and death with the parent.
+
+    On Linux the worker asks for SIGKILL when its parent dies
+    (``prctl(PR_SET_PDEATHSIG)``), so that killing the preparation does not
+    leave workers running under PID 1, and exits at once if the parent died
+    before that request. The signal comes when the forking thread ends,
+    which is the one blocked in :func:`cut_all` for the pool's life.
+
+    Arguments
+    ---------
+    parent_pid : int
+        The pid of the process that made the pool.
+    """
+    torch.set_num_threads(1)
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        logger.warning(
+            "prctl(PR_SET_PDEATHSIG) failed (%s): worker %d would outlive "
+            "a killed preparation",
+            os.strerror(ctypes.get_errno()),
+            os.getpid(),
+        )
+    if os.getppid() != parent_pid:
+        os._exit(1)
 
 
 def _metadata(job, patients, diagnoses, valid_patients):
@@ -677,14 +1073,13 @@ def _metadata(job, patients, diagnoses, valid_patients):
 
 
 def _write_manifest(path, rows):
-    def write(file):
+    """Write a manifest CSV (into the temporary folder of a publish)."""
+    with open(path, "w", newline="", encoding="utf-8") as file:
         writer = csv.DictWriter(
             file, fieldnames=MANIFEST_COLUMNS, lineterminator="\n"
         )
         writer.writeheader()
         writer.writerows(rows)
-
-    write_text_atomically(path, write)
 
 
 def _write_json(path, data):
@@ -693,10 +1088,12 @@ def _write_json(path, data):
     )
 
 
-def _summary(
-    options, cache, by_split, left_out, valid_patients, patients, diagnoses
-):
-    """Counts, options and every left-out item, for summary.json."""
+def _summary(options, key, layout, cache, by_split, left_out, tables):
+    """Counts, options and every left-out item, for summary.json.
+
+    ``tables`` is ``(valid_patients, patients, diagnoses)``.
+    """
+    valid_patients, patients, diagnoses = tables
     used = sorted({r["patient"] for rows in by_split.values() for r in rows})
     no_demo = [p for p in used if p not in patients]
     no_diag = [p for p in used if p not in diagnoses]
@@ -728,7 +1125,14 @@ def _summary(
         }
     skips = left_out["skips"]
     return {
+        "key": key,
         "options": options,
+        "sources": {
+            "audio_folder": str(layout.audio_folder),
+            "split_file": str(layout.split_file),
+            "demographics_file": str(layout.demographics_file),
+            "diagnosis_file": str(layout.diagnosis_file),
+        },
         "cache_folder": str(cache),
         "splits": per_split,
         "valid_patients": sorted(valid_patients),
