@@ -11,8 +11,18 @@ Score, and can write their logits as a bank.
 
 The hparams each Brain reads: ``seed``, ``lr_schedule`` (epoch -> rate),
 ``train_logger``, ``epoch_counter``, ``test_dataloader_opts`` and,
-optionally, ``channels_last`` (convolution weights and activations in
-NHWC, faster for the CNN backbones on CPU and GPU).
+optionally:
+
+- ``channels_last``: convolution weights and activations in NHWC, faster
+  for the CNN backbones on CPU and GPU;
+- ``ma_beta``: after every optimizer step each weight and batch-norm
+  statistic becomes ``ma_beta * old + (1 - ma_beta) * new`` (the reference
+  BTS, Audio-CLAP and AST training, 0.5);
+- ``best_min_se``: an epoch whose selection Se is not above it never
+  becomes the selected checkpoint while one that is exists (5 in the
+  reference code);
+- ``cuda_precision``: the training precision on CUDA when ``--precision``
+  is not given (``fp16``, as the reference; the CPU stays fp32).
 
 On CUDA the data loaders pin their batches (unless ``pin_memory`` is given)
 and batches are copied to the device without blocking.
@@ -35,6 +45,28 @@ from speechbrain_rsc.metrics import ICBHIStats
 logger = logging.getLogger(__name__)
 
 
+def _with_cuda_precision(run_opts, hparams):
+    """Run options with ``precision`` set to the hparams' ``cuda_precision``
+    when the run is on CUDA and no precision was given on the command line
+    (mixed precision, as the reference code trains; off on the CPU).
+    """
+    precision = (hparams or {}).get("cuda_precision")
+    if isinstance(run_opts, sb.utils.run_opts.RunOptions):
+        run_opts = {k: run_opts[k] for k in run_opts.overridden_args}
+    run_opts = dict(run_opts or {})
+    device = run_opts.get("device") or sb.utils.distributed.infer_device()
+    if precision and "precision" not in run_opts and "cuda" in str(device):
+        run_opts["precision"] = precision
+    return run_opts
+
+
+def _seed_all(seed):
+    # Not seed_everything: it would also reseed the data sampler.
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
 class TrainingDiverged(RuntimeError):
     """The loss stayed non-finite: the run did not converge."""
 
@@ -42,10 +74,19 @@ class TrainingDiverged(RuntimeError):
 class RSCBrain(sb.Brain):
     """Shared forward, metrics, selection and logit export."""
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self,
+        modules=None,
+        opt_class=None,
+        hparams=None,
+        run_opts=None,
+        checkpointer=None,
+    ):
+        run_opts = _with_cuda_precision(run_opts, hparams)
+        super().__init__(modules, opt_class, hparams, run_opts, checkpointer)
         if getattr(self.hparams, "channels_last", False):
             self.modules.to(memory_format=torch.channels_last)
+        self._averaged = None  # the weights the moving average updates
 
     def make_dataloader(
         self, dataset, stage, ckpt_prefix="dataloader-", **loader_kwargs
@@ -66,6 +107,32 @@ class RSCBrain(sb.Brain):
     def training_targets(self, batch):
         """The ``[batch, 4]`` target distribution used while training."""
         raise NotImplementedError
+
+    def on_fit_batch_start(self, batch, should_step):
+        """Seed the step's augmentation and dropout draws by (seed, epoch,
+        step), so that a run resumed from a mid-epoch checkpoint
+        (``ckpt_interval_steps``) repeats the uninterrupted run exactly.
+        """
+        _seed_all((self.hparams.seed * 1000 + self.epoch) * 100_003 + self.step)
+        beta = getattr(self.hparams, "ma_beta", None)
+        if should_step and beta:
+            if self._averaged is None:
+                self._averaged = [
+                    t
+                    for t in self.modules.state_dict().values()
+                    if t.is_floating_point()
+                ]
+                self._previous = [t.clone() for t in self._averaged]
+            torch._foreach_copy_(self._previous, self._averaged)
+
+    def on_fit_batch_end(self, batch, outputs, loss, should_step):
+        """With ``ma_beta``, move every weight and batch-norm statistic back
+        toward its value before the step: ``beta * old + (1 - beta) * new``
+        (the reference BTS / AST training's ``--ma_update``).
+        """
+        beta = getattr(self.hparams, "ma_beta", None)
+        if should_step and beta:
+            torch._foreach_lerp_(self._averaged, self._previous, beta)
 
     def _wrap_distributed(self):
         # SpeechBrain 1.1 turns BatchNorm into SyncBatchNorm, which has no
@@ -100,13 +167,9 @@ class RSCBrain(sb.Brain):
         """Fresh metric; at train time, the epoch's seed and learning rate."""
         self.stats = ICBHIStats()
         if stage == sb.Stage.TRAIN:
-            # Seeding per epoch makes augmentation and dropout draws the
-            # same whether or not the run was interrupted before this epoch.
-            # (Not seed_everything: it would also reseed the data sampler.)
-            epoch_seed = self.hparams.seed * 1000 + epoch
-            random.seed(epoch_seed)
-            np.random.seed(epoch_seed)
-            torch.manual_seed(epoch_seed)
+            # Seeding per epoch makes the loader's worker seeds the same
+            # whether or not the run was interrupted before this epoch.
+            _seed_all(self.hparams.seed * 1000 + epoch)
             self.epoch = epoch
             lr = self.hparams.lr_schedule(epoch)
             sb.nnet.schedulers.update_learning_rate(self.optimizer, lr)
@@ -126,12 +189,8 @@ class RSCBrain(sb.Brain):
                     train_stats=self.train_stats,
                     valid_stats=stats,
                 )
-            score = stats["score"]
             self.checkpointer.save_and_keep_only(
-                meta={
-                    "score": -1.0 if math.isnan(score) else score,
-                    "epoch": epoch,
-                },
+                meta={"score": self.selection_score(stats), "epoch": epoch},
                 max_keys=["score"],
             )
         else:
@@ -140,6 +199,25 @@ class RSCBrain(sb.Brain):
             meta = {"epoch loaded": getattr(counter, "current", None)}
             if train_logger is not None:
                 train_logger.log_stats(stats_meta=meta, test_stats=stats)
+
+    def selection_score(self, stats):
+        """The Score that ranks this epoch's checkpoint: -1 (below every
+        real Score) when it is NaN or when Se is not above ``best_min_se``
+        (the reference code keeps a new best only if Se > 5).
+        """
+        score = stats["score"]
+        min_se = getattr(self.hparams, "best_min_se", None)
+        if math.isnan(score):
+            return -1.0
+        if min_se is not None and not stats["se"] > min_se:
+            logger.info(
+                "Se %.2f is not above best_min_se %s: this epoch ranks "
+                "below every epoch that is",
+                stats["se"],
+                min_se,
+            )
+            return -1.0
+        return score
 
     @torch.no_grad()
     def collect_logits(self, dataset):

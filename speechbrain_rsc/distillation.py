@@ -18,6 +18,7 @@ True
 
 import torch
 
+from speechbrain_rsc.bank import find_banks, select_banks
 from speechbrain_rsc.data.schema import N_CLASSES
 
 
@@ -223,3 +224,53 @@ def build_soft_labels(mode, train_ids, teacher_logits=None, seed=0, **options):
     if selection is not None and teacher_logits is None:
         raise ValueError(f"teacher_mode '{mode}' needs teacher logits")
     return cls(train_ids, teacher_logits, seed, **options)
+
+
+def select_teachers(
+    bank_folder, mode, k, seeds=None, curate_on=None, backbone=None
+):
+    """The teacher banks ``teacher_mode`` ``mode`` distills from.
+
+    Arguments
+    ---------
+    bank_folder : str or Path
+        Folder of the teachers' runs (``<run>/bank.safetensors``).
+    mode : str
+        One of :data:`TEACHER_MODES`.
+    k : int
+        How many teachers: the first ``k`` seeds in numeric order, or the
+        top ``k`` by Score on ``curate_on`` for ``curated``.
+    seeds : list of int, optional
+        Explicit teacher seeds (overrides ``k``; the first for ``single``).
+    curate_on : str, optional
+        ``"valid"`` or ``"test"``: the split that ranks curated teachers.
+    backbone : str, optional
+        The teachers' backbone: banks of another one are refused.
+
+    Returns
+    -------
+    list of speechbrain_rsc.bank.LogitBank
+        Empty for the modes that use no teacher (noise, hard).
+    """
+    if mode not in TEACHER_MODES:
+        raise ValueError(
+            f"unknown teacher_mode '{mode}' (known: {', '.join(TEACHER_MODES)})"
+        )
+    selection = TEACHER_MODES[mode][1]
+    if selection is None:
+        return []
+    banks = find_banks(bank_folder)
+    others = sorted(
+        {str(b.info.get("backbone")) for b in banks} - {str(backbone)}
+    )
+    if backbone is not None and others:
+        raise ValueError(
+            f"{bank_folder} holds {', '.join(others)} banks but "
+            f"teacher_backbone is {backbone}: pass --teacher_backbone "
+            f"{others[0]} or another --teacher_bank"
+        )
+    if selection == "single":
+        return select_banks(banks, k=1, seeds=seeds)[:1]
+    if selection == "curated":
+        return select_banks(banks, k=k, curate_on=curate_on)
+    return select_banks(banks, k=k, seeds=seeds)

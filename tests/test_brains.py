@@ -1,13 +1,16 @@
 """Brain machinery on a tiny model and hand-written manifests."""
 
+import copy
 import csv
 
 import numpy as np
 import pytest
 import soundfile
+import speechbrain as sb
 import torch
 from speechbrain.utils.checkpoints import Checkpointer
 from speechbrain.utils.epoch_loop import EpochCounter
+from speechbrain.utils.run_opts import RunOptions
 
 from speechbrain_rsc.bank import mean_logits
 from speechbrain_rsc.brains import (
@@ -15,6 +18,7 @@ from speechbrain_rsc.brains import (
     EnsembleBrain,
     EnsembleModel,
     TeacherBrain,
+    _with_cuda_precision,
 )
 from speechbrain_rsc.dataio import dataio_prep
 from speechbrain_rsc.distillation import build_soft_labels
@@ -273,3 +277,74 @@ def test_loaders_pin_memory_on_cuda_only(tmp_path, manifests):
         dataset, "test", ckpt_prefix=None, pin_memory=False
     )
     assert loader.pin_memory is False
+
+
+class TinyNetBN(TinyNet):
+    def __init__(self):
+        super().__init__()
+        self.net = torch.nn.Sequential(
+            torch.nn.Linear(2, 16),
+            torch.nn.BatchNorm1d(16),
+            torch.nn.Tanh(),
+            torch.nn.Linear(16, 4),
+        )
+
+
+def one_step(tmp_path, manifests, ma_beta):
+    datasets = dataio_prep(manifests, RATE)
+    brain, _ = make_brain(TeacherBrain, tmp_path / str(ma_beta), epochs=1)
+    torch.manual_seed(0)
+    brain.modules["model"] = TinyNetBN()
+    brain.hparams.ma_beta = ma_beta
+    brain.init_optimizers()
+    loader = brain.make_dataloader(
+        datasets["train"], sb.Stage.TRAIN, ckpt_prefix=None, batch_size=6
+    )
+    before = copy.deepcopy(brain.modules["model"].state_dict())
+    brain.on_stage_start(sb.Stage.TRAIN, epoch=1)
+    brain.modules.train()
+    brain.step = 1
+    brain.fit_batch(next(iter(loader)))
+    return before, brain.modules["model"].state_dict()
+
+
+def test_moving_average_gives_the_averaged_weights(tmp_path, manifests):
+    before, plain = one_step(tmp_path, manifests, ma_beta=None)
+    same_before, averaged = one_step(tmp_path, manifests, ma_beta=0.5)
+    assert set(averaged) == set(plain)
+    for name, old in before.items():
+        assert torch.equal(old, same_before[name])
+        if not old.is_floating_point():  # num_batches_tracked
+            assert torch.equal(averaged[name], plain[name])
+            continue
+        assert not torch.equal(plain[name], old), name
+        expected = 0.5 * old + 0.5 * plain[name]
+        assert torch.allclose(averaged[name], expected, atol=1e-7, rtol=0)
+    # the batch-norm statistics are averaged too
+    assert "net.1.running_mean" in before
+
+
+def test_best_checkpoint_needs_se_above_best_min_se(tmp_path):
+    brain, _ = make_brain(TeacherBrain, tmp_path, epochs=1)
+    brain.hparams.best_min_se = 5.0
+    assert brain.selection_score({"score": 70.0, "se": 4.9}) == -1.0
+    assert brain.selection_score({"score": 70.0, "se": 5.0}) == -1.0
+    assert brain.selection_score({"score": 55.0, "se": 5.1}) == 55.0
+    assert brain.selection_score({"score": float("nan"), "se": 9}) == -1.0
+    brain.hparams.best_min_se = None
+    assert brain.selection_score({"score": 70.0, "se": 0.0}) == 70.0
+
+
+@pytest.mark.parametrize(
+    "given, expected",
+    [
+        ({"device": "cuda:0"}, "fp16"),
+        ({"device": "cuda:1", "precision": "fp32"}, "fp32"),
+        ({"device": "cpu"}, None),
+    ],
+)
+def test_mixed_precision_is_the_default_on_cuda_only(given, expected):
+    options = RunOptions.from_dictionary(given)
+    result = _with_cuda_precision(options, {"cuda_precision": "fp16"})
+    assert result.get("precision") == expected
+    assert result["device"] == given["device"]

@@ -56,7 +56,9 @@ def test_two_process_training_evaluates_like_one_process(tmp_path):
         hparams={"test_dataloader_opts": {"batch_size": 3}},
         run_opts={"device": "cpu", "noprogressbar": True},
     )
-    test = dataio_prep({"test": tmp_path / "prepared" / "test.csv"}, 16000)
+    key = bank.info["provenance"]["data"]["key"]
+    manifest = tmp_path / "prepared" / f"manifests_{key}" / "test.csv"
+    test = dataio_prep({"test": manifest}, 16000)
     stats = brain.collect_logits(test["test"])
     assert stats.summarize() == bank.info["metrics"]["test"]
     single = torch.cat(stats.logits)

@@ -21,46 +21,28 @@ Authors
 import logging
 import sys
 
-from speechbrain_rsc.bank import (
-    find_banks,
-    read_manifest,
-    select_banks,
-    stack_logits,
-)
+import speechbrain as sb
+
+from speechbrain_rsc.bank import read_manifest, stack_logits
 from speechbrain_rsc.brains import DistillBrain, TrainingDiverged
-from speechbrain_rsc.distillation import TEACHER_MODES, build_soft_labels
+from speechbrain_rsc.distillation import build_soft_labels, select_teachers
+from speechbrain_rsc.provenance import teacher_identity
 from speechbrain_rsc.recipe import (
     evaluate_and_export,
     fit,
-    load_experiment,
-    prepare_datasets,
+    load_hparams,
+    prepare_data,
+    start_run,
 )
 
 logger = logging.getLogger(__name__)
 
 
-def select_teachers(hparams):
-    """The teacher banks the mode asks for (none for noise and hard)."""
-    mode = hparams["teacher_mode"]
-    selection = TEACHER_MODES[mode][1] if mode in TEACHER_MODES else None
-    if selection is None:
-        return []
-    banks = find_banks(hparams["teacher_bank"])
-    if selection == "single":
-        return select_banks(banks, k=1, seeds=hparams["teacher_seeds"])[:1]
-    if selection == "curated":
-        return select_banks(
-            banks, k=hparams["k"], curate_on=hparams["curate_on"]
-        )
-    return select_banks(banks, k=hparams["k"], seeds=hparams["teacher_seeds"])
-
-
-def soft_labels_for(hparams, train_csv):
+def soft_labels_for(hparams, teachers, train_csv):
     """Check the teachers against the student's manifest and build the
     training targets.
     """
     train_ids, _ = read_manifest(train_csv)
-    teachers = select_teachers(hparams)
     teacher_logits = None
     if teachers:
         for bank in teachers:
@@ -74,21 +56,33 @@ def soft_labels_for(hparams, train_csv):
     options = {}
     if hparams["teacher_mode"] == "noise":
         options["variance"] = hparams["noise_variance"]
-    soft_labels = build_soft_labels(
+    return build_soft_labels(
         hparams["teacher_mode"],
         train_ids,
         teacher_logits,
         seed=hparams["seed"],
         **options,
     )
-    return soft_labels, [b.info.get("seed") for b in teachers]
 
 
 if __name__ == "__main__":
-    hparams, run_opts = load_experiment(sys.argv[1:])
-    datasets = prepare_datasets(hparams)
-    train_csv = f"{hparams['prepare_folder']}/train.csv"
-    soft_labels, teacher_seeds = soft_labels_for(hparams, train_csv)
+    hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:])
+    sb.utils.distributed.ddp_init_group(run_opts)  # no-op without torchrun
+    hparams = load_hparams(hparams_file, overrides)
+    data = prepare_data(hparams)
+    teachers = select_teachers(
+        hparams["teacher_bank"],
+        hparams["teacher_mode"],
+        hparams["k"],
+        seeds=hparams["teacher_seeds"],
+        curate_on=hparams["curate_on"],
+        backbone=hparams["teacher_backbone"],
+    )
+    soft_labels = soft_labels_for(hparams, teachers, data.manifests["train"])
+    # Refuses a folder whose checkpoints were made from other data or
+    # other teachers.
+    provenance = {"data": data.identity, "teachers": teacher_identity(teachers)}
+    start_run(hparams_file, overrides, hparams, provenance)
 
     brain = DistillBrain(
         soft_labels,
@@ -103,15 +97,15 @@ if __name__ == "__main__":
         "backbone": hparams["backbone"],
         "seed": hparams["seed"],
         "teacher_mode": hparams["teacher_mode"],
-        "teacher_backbone": hparams["teacher_backbone"],
-        "teacher_seeds": teacher_seeds,
+        "teacher_backbone": hparams["teacher_backbone"] if teachers else None,
+        "teacher_seeds": [b.info.get("seed") for b in teachers],
+        "converged": True,
     }
-    info["converged"] = True
     try:
-        fit(brain, datasets, hparams)
+        fit(brain, data, hparams)
     except TrainingDiverged as error:
         # The paper's raw-logits ablation "fails to converge": report the
         # best checkpoint kept before divergence instead of crashing.
         logger.warning("training diverged: %s", error)
         info["converged"] = False
-    evaluate_and_export(brain, datasets, hparams, info)
+    evaluate_and_export(brain, data, hparams, info, provenance)

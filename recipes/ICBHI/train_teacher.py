@@ -22,17 +22,25 @@ Authors
 
 import sys
 
+import speechbrain as sb
+
 from speechbrain_rsc.brains import TeacherBrain
 from speechbrain_rsc.recipe import (
     evaluate_and_export,
     fit,
-    load_experiment,
-    prepare_datasets,
+    load_hparams,
+    prepare_data,
+    start_run,
 )
 
 if __name__ == "__main__":
-    hparams, run_opts = load_experiment(sys.argv[1:])
-    datasets = prepare_datasets(hparams)
+    hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:])
+    sb.utils.distributed.ddp_init_group(run_opts)  # no-op without torchrun
+    hparams = load_hparams(hparams_file, overrides)
+    data = prepare_data(hparams)
+    # Refuses a folder whose checkpoints were made from other data.
+    provenance = {"data": data.identity}
+    start_run(hparams_file, overrides, hparams, provenance)
 
     brain = TeacherBrain(
         modules=hparams["modules"],
@@ -41,14 +49,15 @@ if __name__ == "__main__":
         run_opts=run_opts,
         checkpointer=hparams["checkpointer"],
     )
-    fit(brain, datasets, hparams)
+    fit(brain, data, hparams)
     evaluate_and_export(
         brain,
-        datasets,
+        data,
         hparams,
         info={
             "role": "teacher",
             "backbone": hparams["backbone"],
             "seed": hparams["seed"],
         },
+        provenance=provenance,
     )

@@ -1,0 +1,99 @@
+"""Refusals of the recipe steps that the recipe tests do not reach."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from test_brains import make_brain, write_split
+
+from speechbrain_rsc.brains import TeacherBrain
+from speechbrain_rsc.dataio import dataio_prep
+from speechbrain_rsc.provenance import ProvenanceMismatch, check_run
+from speechbrain_rsc.recipe import (
+    PreparedData,
+    apply_protocol,
+    evaluate_and_export,
+    prepare_data,
+    selection_set,
+)
+
+
+def test_empty_validation_split_names_the_real_cause(icbhi_sample, tmp_path):
+    hparams = {
+        "data_folder": str(icbhi_sample),
+        "synthetic_folder": None,
+        "synthetic_recordings": None,
+        "prepare_folder": str(tmp_path / "prepared"),
+        "sample_rate": 4000,
+        "duration": 1.0,
+        "pad": "repeat",
+        "valid_fraction": 0.15,
+        "split_seed": 1234,
+        "split_file": None,
+        "protocol": "validation",
+    }
+    apply_protocol(hparams)
+    data = prepare_data(hparams)
+    assert len(data.datasets["valid"]) == 0
+    with pytest.raises(ValueError) as error:
+        selection_set(hparams, data)
+    message = str(error.value)
+    assert "valid_fraction is 0.15" in message
+    assert "only 1 patient(s)" in message and "protocol: paper" in message
+
+
+class NaNNet(torch.nn.Module):
+    sample_rate = 1000
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(1, 4)
+
+    def forward(self, wavs, lens=None, prompts=None):
+        return self.linear(wavs[:, :1]) * float("nan")
+
+
+def test_non_finite_model_is_not_converged_and_not_scored(tmp_path):
+    rng = np.random.default_rng(0)
+    manifests = {
+        split: write_split(tmp_path, split, n, rng)
+        for split, n in [("train", 6), ("valid", 4), ("test", 5)]
+    }
+    data = PreparedData(
+        datasets=dataio_prep(manifests, 1000),
+        manifests=manifests,
+        identity={},
+        summary={},
+    )
+    brain, _ = make_brain(TeacherBrain, tmp_path, epochs=1)
+    brain.modules["model"] = NaNNet()
+    brain.checkpointer.recoverables["model"] = brain.modules["model"]
+    brain.checkpointer.save_checkpoint(meta={"score": 1.0})
+    hparams = {
+        "output_folder": str(tmp_path / "run"),
+        "protocol": "validation",
+        "select_on": "valid",
+        "duration": 1.0,
+        "pad": "repeat",
+        "test_dataloader_opts": {"batch_size": 5},
+    }
+    brain.hparams.epoch_counter.current = 1
+    brain.modules["model"].backbone_config = {"name": "nan", "options": {}}
+    bank = evaluate_and_export(brain, data, hparams, {"role": "teacher"}, {})
+    assert bank.info["converged"] is False
+    for split in ("train", "valid", "test"):
+        assert math.isnan(bank.info["metrics"][split]["score"])
+
+
+def test_provenance_check_lists_every_difference(tmp_path):
+    from speechbrain_rsc.provenance import record_run
+
+    record_run(tmp_path, {"data": {"key": "a", "n": 1}, "teachers": []})
+    with pytest.raises(ProvenanceMismatch) as error:
+        check_run(tmp_path, {"data": {"key": "b", "n": 2}, "teachers": []})
+    lines = str(error.value).splitlines()
+    assert lines[1:3] == [
+        "  - data.key: was 'a', now 'b'",
+        "  - data.n: was 1, now 2",
+    ]
