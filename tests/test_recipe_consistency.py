@@ -106,3 +106,31 @@ def test_registry_debug_flags_run(script, yaml_name, tmp_path):
     expected = re.search(r"file_exists=\[(.*)\]", row["test_debug_checks"])
     for name in expected.group(1).split(","):
         assert (out / name).is_file(), name
+
+
+# The reference trainings: BTS / Audio-CLAP use the BTS code, AST the
+# Patch-Mix code with --ma_update --ma_beta 0.5; the CNNs do not average.
+MOVING_AVERAGE = {
+    "bts": 0.5,
+    "audio_clap": 0.5,
+    "ast": 0.5,
+    "cnn6": None,
+    "resnet18": None,
+    "efficientnet_b0": None,
+}
+
+
+@pytest.mark.parametrize("yaml_file", TRAINING_YAMLS, ids=lambda p: p.stem)
+def test_reference_training_details_are_on(yaml_file, tmp_path):
+    overrides = {"data_folder": str(tmp_path), "output_folder": str(tmp_path)}
+    with open(yaml_file, encoding="utf-8") as f:
+        hparams = load_hyperpyyaml(f, overrides)
+    assert hparams["ma_beta"] == MOVING_AVERAGE[hparams["backbone"]]
+    assert hparams["best_min_se"] == 5.0
+    assert hparams["cuda_precision"] == "fp16"
+    assert hparams["train_dataloader_opts"]["drop_last"] is True
+    assert hparams["protocol"] == "validation"
+    if yaml_file.stem.startswith("distill_"):
+        # Table 2: every student distils from BTS++[k=5], mean teacher
+        assert hparams["teacher_backbone"] == "bts"
+        assert (hparams["k"], hparams["teacher_mode"]) == (5, "mean")
