@@ -1,34 +1,50 @@
 """Tables and figures in the shapes of the paper, from a results folder.
 
 Every trained run leaves ``<run>/bank.safetensors`` whose header says what
-it is (role, backbone, seed, teacher mode, teachers); the report finds them
-all, groups them, and writes Markdown and CSV tables (every row names the
-runs it comes from) and PNG figures.
+it is; :class:`RunKey` names each group of runs (role, backbone, teacher
+backbone, mode, k, the teachers' seeds, protocol and prepared data), so
+runs of another protocol, other data or other teachers are never averaged
+together. The report writes one section per experiment (prepared data and
+protocol) with Markdown and CSV tables (every row names the runs it comes
+from), per-device and per-location tables, and PNG figures.
 
 Example
 -------
->>> run_key({"role": "student", "backbone": "cnn6", "teacher_mode": "mean",
-...          "teacher_seeds": [1, 2, 3], "teacher_backbone": "cnn6"})
-('student', 'cnn6', 'cnn6', 'mean', 3)
+>>> key = RunKey.from_info({"role": "student", "backbone": "cnn6",
+...     "teacher_mode": "mean", "teacher_seeds": [1, 2, 3],
+...     "teacher_backbone": "bts", "protocol": "paper"})
+>>> key.k
+3
+>>> key.describe()
+'cnn6 student, mean targets from bts++[k=3] (teacher seeds 1 2 3)'
 """
 
 import logging
 import math
 import os
-from collections import defaultdict
+from collections import Counter, defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 import torch
 
 from speechbrain_rsc.atomic import write_text_atomically
 from speechbrain_rsc.bank import (
     BANK_FILENAME,
     LogitBank,
+    NonFiniteLogitsError,
     bank_order,
     select_banks,
 )
+from speechbrain_rsc.breakdown import GROUPS, bank_breakdown, markdown_table
+from speechbrain_rsc.data.schema import N_CLASSES
 from speechbrain_rsc.distillation import soft_cross_entropy
-from speechbrain_rsc.ensemble import ensemble_logits, evaluate_banks, write_csv
+from speechbrain_rsc.ensemble import (
+    ensemble_logits,
+    evaluate_banks,
+    write_csv,
+)
 from speechbrain_rsc.metrics import (
     aggregate_runs,
     confusion_matrix,
@@ -37,21 +53,37 @@ from speechbrain_rsc.metrics import (
 
 logger = logging.getLogger(__name__)
 
-PAPER_TABLE2 = {  # backbone: (hard Score, soft Score, params in M)
-    "resnet18": (55.09, 56.26, 11.7),
-    "efficientnet_b0": (56.33, 57.68, 5.3),
-    "cnn6": (57.17, 58.17, 4.8),
-    "ast": (59.55, 61.08, 87.7),
-    "audio_clap": (62.56, 63.63, 28.0),
-    "bts": (63.54, 64.39, 153.0),
+# backbone: (paper name, params in M, hard (Sp, Se, Score), soft (...))
+PAPER_TABLE2 = {
+    "resnet18": (
+        "ResNet18",
+        11.7,
+        (76.70, 33.47, 55.09),
+        (81.41, 31.11, 56.26),
+    ),
+    "efficientnet_b0": (
+        "EfficientNet",
+        5.3,
+        (78.21, 34.44, 56.33),
+        (79.26, 36.09, 57.68),
+    ),
+    "cnn6": ("CNN6", 4.8, (77.00, 37.35, 57.17), (85.57, 30.77, 58.17)),
+    "ast": ("AST", 87.7, (77.14, 43.07, 59.55), (79.24, 42.92, 61.08)),
+    "audio_clap": (
+        "Audio-CLAP",
+        28.0,
+        (80.85, 44.67, 62.56),
+        (82.82, 44.44, 63.63),
+    ),
+    "bts": ("BTS", 153.0, (81.40, 45.67, 63.54), (82.89, 45.90, 64.39)),
 }
-PAPER_TABLE3 = {  # row: BTS Score in the paper
+PAPER_TABLE3 = {  # row: BTS-d Score in the paper (Table 3)
     "hard": "63.54 ± 0.80",
     "noise": "62.71 ± 0.47",
     "teacher_noise": "62.00 ± 1.06",
-    "single": "63.90",
-    "mean": "64.38 (k=5)",
-    "random": "64.39 (k=15)",
+    "single": "63.90 ± 0.15",
+    "mean": "64.38 ± 0.36 (k=5)",
+    "random": "64.39 ± 0.42 (k=15)",
     "curated": "64.61 ± 0.75 (k=5)",
     "raw_logits": "failed to converge",
 }
@@ -65,36 +97,113 @@ VARIANT_NAMES = {
     "curated": "Curated teachers",
     "raw_logits": "Remove softmax (raw logits)",
 }
+TEACHER_MODES_OF_TABLE1 = ("mean", "random", "curated")
 
 
-def run_key(info):
-    """Group key of a run: (role, backbone, teacher backbone, mode, k)."""
-    if info.get("role") != "student":
-        return ("teacher", info["backbone"], None, None, None)
-    k = len(info.get("teacher_seeds") or [])
-    return (
-        "student",
-        info["backbone"],
-        info.get("teacher_backbone"),
-        info["teacher_mode"],
-        k,
-    )
+@dataclass(frozen=True)
+class RunKey:
+    """What makes runs replicas of one another (they differ only by seed).
+
+    Teachers differ by backbone; students also by teacher backbone, mode,
+    the teachers' seeds (so k). ``protocol`` and ``data`` (the prepared
+    data's key) split the report into experiments.
+    """
+
+    role: str
+    backbone: str
+    protocol: str
+    data: str
+    teacher_backbone: str = None
+    teacher_mode: str = None
+    teacher_seeds: tuple = ()
+
+    @property
+    def k(self):
+        """Number of teachers (0 for the modes without teachers)."""
+        return len(self.teacher_seeds)
+
+    @property
+    def experiment(self):
+        """``(protocol, data)``: runs comparable with each other."""
+        return (self.protocol, self.data)
+
+    @classmethod
+    def from_info(cls, info):
+        """The key of a bank's ``info`` (older banks lack some fields)."""
+        protocol = info.get("protocol") or {"test": "paper"}.get(
+            info.get("select_on"), "validation"
+        )
+        data = ((info.get("provenance") or {}).get("data") or {}).get("key")
+        common = {
+            "role": info.get("role", "teacher"),
+            "backbone": info["backbone"],
+            "protocol": protocol,
+            "data": str(data),
+        }
+        if common["role"] != "student":
+            return cls(**common)
+        return cls(
+            **common,
+            teacher_backbone=info.get("teacher_backbone"),
+            teacher_mode=info["teacher_mode"],
+            teacher_seeds=tuple(info.get("teacher_seeds") or ()),
+        )
+
+    def describe(self):
+        """A readable name, printed beside every table row's runs."""
+        if self.role != "student":
+            return f"{self.backbone} teacher (hard labels)"
+        if not self.teacher_seeds:
+            return f"{self.backbone} student, {self.teacher_mode} targets"
+        seeds = " ".join(str(s) for s in self.teacher_seeds)
+        return (
+            f"{self.backbone} student, {self.teacher_mode} targets from "
+            f"{self.teacher_backbone}++[k={self.k}] (teacher seeds {seeds})"
+        )
 
 
 def collect_runs(results_folder):
-    """Every bank under ``results_folder``, grouped by :func:`run_key`."""
+    """Every bank under ``results_folder``, grouped by :class:`RunKey`,
+    each group in :func:`~speechbrain_rsc.bank.bank_order`.
+    """
     groups = defaultdict(list)
     for path in sorted(Path(results_folder).glob(f"**/{BANK_FILENAME}")):
         bank = LogitBank.load(path)
-        groups[run_key(bank.info)].append(bank)
+        groups[RunKey.from_info(bank.info)].append(bank)
     for banks in groups.values():
         banks.sort(key=bank_order)
     return dict(groups)
 
 
+def teachers_of(groups, backbone):
+    """The teacher runs of ``backbone`` (one experiment's groups)."""
+    return next(
+        (
+            banks
+            for key, banks in groups.items()
+            if key.role == "teacher" and key.backbone == backbone
+        ),
+        [],
+    )
+
+
+def students_of(groups, backbone, mode=None):
+    """``{key: runs}`` of the student groups of ``backbone`` (and mode)."""
+    return {
+        key: banks
+        for key, banks in groups.items()
+        if key.role == "student"
+        and key.backbone == backbone
+        and mode in (None, key.teacher_mode)
+    }
+
+
+def _runs(banks):
+    return " ".join(os.path.dirname(b.source) for b in banks)
+
+
 def _row(name, banks, split="test"):
-    results = [b.info["metrics"][split] for b in banks]
-    agg = aggregate_runs(results)
+    agg = aggregate_runs([b.info["metrics"][split] for b in banks])
     return {
         "model": name,
         "n": agg["n"],
@@ -102,12 +211,23 @@ def _row(name, banks, split="test"):
         "se": format_mean_std(agg["se"]),
         "score": format_mean_std(agg["score"]),
         "score_mean": agg["score"][0],
-        "runs": " ".join(os.path.dirname(b.source) for b in banks),
+        "runs": _runs(banks),
     }
 
 
+def _ensemble_score(banks, split="test"):
+    """The ensemble's Sp/Se/Score; NaN when a member's logits are not
+    finite (a diverged run), never the Score of argmax over NaN.
+    """
+    try:
+        return evaluate_banks(banks, split)
+    except NonFiniteLogitsError as error:
+        logger.warning("ensemble not scored: %s", error)
+        return {"sp": math.nan, "se": math.nan, "score": math.nan}
+
+
 def _ensemble_row(name, banks, split="test"):
-    result = evaluate_banks(banks, split)
+    result = _ensemble_score(banks, split)
     return {
         "model": name,
         "n": 1,
@@ -115,100 +235,146 @@ def _ensemble_row(name, banks, split="test"):
         "se": f"{result['se']:.2f}",
         "score": f"{result['score']:.2f}",
         "score_mean": result["score"],
-        "runs": " ".join(os.path.dirname(b.source) for b in banks),
+        "runs": _runs(banks),
     }
+
+
+def _by_k(students):
+    return sorted(students.items(), key=lambda item: (item[0].k, str(item[0])))
 
 
 def table1(groups, backbone):
     """Our rows of Table 1: teachers, X++[k], X-d[k], X-d++[k]."""
     rows = []
-    teachers = groups.get(("teacher", backbone, None, None, None), [])
+    teachers = teachers_of(groups, backbone)
     name = backbone.upper()
     if teachers:
         rows.append(_row(f"{name} (hard labels)", teachers))
         for k in range(2, len(teachers) + 1):
             rows.append(_ensemble_row(f"{name}++[k={k}]", teachers[:k]))
-    for key in sorted(
-        k for k in groups if k[0] == "student" and k[1] == backbone
-    ):
-        _, _, _, mode, k = key
-        if mode not in ("mean", "random", "curated"):
-            continue
-        students = groups[key]
-        label = f"{name}-d[k={k}] ({mode} teacher)"
-        rows.append(_row(label, students))
-        if mode == "mean" and len(students) > 1:
+    for mode in TEACHER_MODES_OF_TABLE1:
+        for key, students in _by_k(students_of(groups, backbone, mode)):
+            of = (key.teacher_backbone or "?").upper()
             rows.append(
-                _ensemble_row(
-                    f"{name}-d++[k={len(students)}] "
-                    f"(students of k={k} mean teacher)",
-                    students,
-                )
+                _row(f"{name}-d[k={key.k}] ({mode} teacher, {of}++)", students)
             )
+            if mode == "mean" and len(students) > 1:
+                rows.append(
+                    _ensemble_row(
+                        f"{name}-d++[k={len(students)}] (students of the "
+                        f"k={key.k} {of} mean teacher)",
+                        students,
+                    )
+                )
     return rows
 
 
-def table2(groups):
-    """Hard vs soft (mean teacher, largest k) per backbone, beside the paper."""
+def _mean_metrics(banks, seeds=None):
+    """Mean ± std of Sp, Se, Score of ``banks`` (of ``seeds`` only)."""
+    if seeds is not None:
+        banks = [b for b in banks if b.info.get("seed") in seeds]
+    if not banks:
+        return None, []
+    return aggregate_runs([b.info["metrics"]["test"] for b in banks]), banks
+
+
+def _parameters(banks):
+    counts = {b.info.get("parameters") for b in banks} - {None}
+    return f"{counts.pop() / 1e6:.2f}M" if len(counts) == 1 else ""
+
+
+def table2(groups, teacher_backbone, k=None):
+    """Hard vs soft labels per backbone, as the paper's Table 2.
+
+    Soft: the students of ``teacher_backbone`` mean teacher with ``k``
+    teachers (the largest k when None); hard: the backbone's teachers of
+    the same seeds. The last row averages the backbones shown.
+    """
     rows = []
-    for backbone, (paper_hard, paper_soft, params) in PAPER_TABLE2.items():
-        teachers = groups.get(("teacher", backbone, None, None, None))
-        means = [
+    for backbone, paper in PAPER_TABLE2.items():
+        teachers = teachers_of(groups, backbone)
+        soft_keys = [
             key
-            for key in groups
-            if key[0] == "student" and key[1] == backbone and key[3] == "mean"
+            for key in students_of(groups, backbone, "mean")
+            if key.teacher_backbone == teacher_backbone
+            and (k is None or key.k == k)
         ]
-        if not teachers:
+        if not teachers or not soft_keys:
             continue
-        hard = _row("hard", teachers)
-        soft = (
-            _row("soft", groups[max(means, key=lambda k: k[4])])
-            if means
-            else None
-        )
-        rows.append(
-            {
-                "backbone": backbone,
-                "params_paper_M": params,
-                "hard": hard["score"],
-                "soft": soft["score"] if soft else "",
-                "paper_hard": paper_hard,
-                "paper_soft": paper_soft,
-                "runs": hard["runs"] + (" " + soft["runs"] if soft else ""),
-            }
-        )
+        soft_key = max(soft_keys, key=lambda key: key.k)
+        soft, soft_runs = _mean_metrics(groups[soft_key])
+        seeds = {b.info.get("seed") for b in soft_runs}
+        hard, hard_runs = _mean_metrics(teachers, seeds)
+        if hard is None:  # no teacher of those seeds: every teacher
+            hard, hard_runs = _mean_metrics(teachers)
+        row = {"backbone": paper[0], "params": _parameters(hard_runs)}
+        row["paper_params"] = f"{paper[1]}M"
+        for side, agg in (("hard", hard), ("soft", soft)):
+            for metric in ("sp", "se", "score"):
+                row[f"{side}_{metric}"] = format_mean_std(agg[metric])
+        row["gain"] = f"{soft['score'][0] - hard['score'][0]:+.2f}"
+        row["paper_hard"] = f"{paper[2][2]:.2f}"
+        row["paper_soft"] = f"{paper[3][2]:.2f}"
+        row["paper_gain"] = f"{paper[3][2] - paper[2][2]:+.2f}"
+        row["n"] = f"{len(hard_runs)}/{len(soft_runs)}"
+        row["teachers"] = f"{teacher_backbone.upper()}++[k={soft_key.k}]"
+        row["runs"] = _runs(hard_runs + soft_runs)
+        row["_means"] = {
+            f"{side}_{metric}": agg[metric][0]
+            for side, agg in (("hard", hard), ("soft", soft))
+            for metric in ("sp", "se", "score")
+        }
+        row["_paper"] = (paper[2][2], paper[3][2])
+        rows.append(row)
+    if len(rows) > 1:
+        means = pd.DataFrame([r["_means"] for r in rows]).mean()
+        paper = pd.DataFrame([r["_paper"] for r in rows]).mean()
+        average = {"backbone": "Average", "params": "", "paper_params": ""}
+        average.update({name: f"{value:.2f}" for name, value in means.items()})
+        average["gain"] = f"{means['soft_score'] - means['hard_score']:+.2f}"
+        average["paper_hard"] = f"{paper[0]:.2f}"
+        average["paper_soft"] = f"{paper[1]:.2f}"
+        average["paper_gain"] = f"{paper[1] - paper[0]:+.2f}"
+        rows.append(average)
+    for row in rows:
+        row.pop("_means", None)
+        row.pop("_paper", None)
     return rows
 
 
 def table3(groups, backbone):
     """The teacher variants of Table 3 for one student backbone."""
     rows = []
-    teachers = groups.get(("teacher", backbone, None, None, None), [])
-    students = {
-        key: banks
-        for key, banks in groups.items()
-        if key[0] == "student" and key[1] == backbone
-    }
+    students = students_of(groups, backbone)
     for mode, label in VARIANT_NAMES.items():
-        keys = sorted(k for k in students if k[3] == mode)
+        keys = [key for key, _ in _by_k(students) if key.teacher_mode == mode]
         if mode == "single" and not keys:
             # one teacher: mean and random give the single-teacher targets
-            keys = [k for k in students if k[3] == "mean" and k[4] == 1]
+            keys = [
+                k for k in students if k.teacher_mode == "mean" and k.k == 1
+            ]
         for key in keys:
-            k = key[4]
-            name = label + (
-                f" (k={k})" if mode in ("mean", "random", "curated") else ""
-            )
+            with_k = mode in ("mean", "random", "curated")
+            name = label + (f" (k={key.k})" if with_k else "")
             row = _row(name, students[key])
             if any(not b.info.get("converged", True) for b in students[key]):
                 row["model"] += " [did not converge]"
             row["paper_bts"] = PAPER_TABLE3[mode]
             rows.append(row)
-    if teachers and not any(k[3] == "hard" for k in students):
+    teachers = teachers_of(groups, backbone)
+    if teachers and not any(k.teacher_mode == "hard" for k in students):
         row = _row(VARIANT_NAMES["hard"] + " (teachers)", teachers)
         row["paper_bts"] = PAPER_TABLE3["hard"]
         rows.insert(0, row)
     return rows
+
+
+def loss_split(groups):
+    """The split Figure 3's teacher loss is drawn on: the one that selected
+    the checkpoints (test under the paper protocol).
+    """
+    protocols = {key.protocol for key in groups}
+    return "test" if protocols == {"paper"} else "valid"
 
 
 def k_curves(groups, backbone, split="valid"):
@@ -216,26 +382,33 @@ def k_curves(groups, backbone, split="valid"):
 
     The loss is the cross-entropy of the first-k ensemble's mean logits
     against the labels of ``split`` (Figure 3's teacher validation loss).
+    The hard-label students are the k = 0 point of both student curves,
+    and the k = 1 mean-teacher students the k = 1 point of the random one
+    (one teacher gives them the same targets).
     """
-    teachers = groups.get(("teacher", backbone, None, None, None), [])
+    teachers = teachers_of(groups, backbone)
     curves = {"k": [], "ensemble_score": [], "ensemble_loss": []}
     for k in range(1, len(teachers) + 1):
         chosen = select_banks(teachers, k=k)
-        score = evaluate_banks(chosen, "test")["score"]
         loss = math.nan
-        if chosen[0].ids.get(split):
-            _, v_logits, v_labels = ensemble_logits(chosen, split)
-            one_hot = torch.nn.functional.one_hot(v_labels, 4).float()
-            loss = soft_cross_entropy(v_logits, one_hot).item()
+        score = _ensemble_score(chosen)["score"]
+        if chosen[0].ids.get(split) and not math.isnan(score):
+            _, logits, labels = ensemble_logits(chosen, split)
+            one_hot = torch.nn.functional.one_hot(labels, N_CLASSES).float()
+            loss = soft_cross_entropy(logits, one_hot).item()
         curves["k"].append(k)
         curves["ensemble_score"].append(score)
         curves["ensemble_loss"].append(loss)
+    students = students_of(groups, backbone)
     for mode in ("mean", "random"):
         points = {}
-        for key, banks in groups.items():
-            if key[0] == "student" and key[1] == backbone and key[3] == mode:
+        for key, banks in students.items():
+            at = {mode: key.k, "hard": 0}.get(key.teacher_mode)
+            if key.teacher_mode == "mean" and key.k == 1:
+                at = 1
+            if at is not None:
                 agg = aggregate_runs([b.info["metrics"]["test"] for b in banks])
-                points[key[4]] = agg["score"]
+                points[at] = agg["score"]
         curves[mode] = dict(sorted(points.items()))
     return curves
 
@@ -244,7 +417,7 @@ def best_student(groups, split="valid"):
     """The student run with the best ``split`` Score (test if no valid)."""
     best, best_score = None, -math.inf
     for key, banks in groups.items():
-        if key[0] != "student":
+        if key.role != "student":
             continue
         for bank in banks:
             metrics = bank.info["metrics"]
@@ -256,6 +429,50 @@ def best_student(groups, split="valid"):
     return best
 
 
+def breakdown_tables(groups, backbone):
+    """Per-device and per-location Sp/Se/Score (test) of the teachers
+    (mean over seeds), their largest ensemble and each mean-teacher
+    student group (mean over seeds).
+
+    Returns
+    -------
+    dict
+        ``"device"`` / ``"location"`` -> pandas.DataFrame.
+    """
+    models = []
+    teachers = teachers_of(groups, backbone)
+    name = backbone.upper()
+    if teachers:
+        models.append((f"{name} (hard labels)", [[b] for b in teachers]))
+        models.append((f"{name}++[k={len(teachers)}]", [teachers]))
+    for key, students in _by_k(students_of(groups, backbone, "mean")):
+        models.append(
+            (f"{name}-d[k={key.k}] (mean teacher)", [[b] for b in students])
+        )
+    tables = {}
+    for by in GROUPS:
+        frames = []
+        for model, members in models:
+            runs = pd.concat(
+                [bank_breakdown(m)[by] for m in members], ignore_index=True
+            )
+            mean = runs.groupby(by, sort=True).agg(
+                cycles=("cycles", "first"),
+                sp=("sp", "mean"),
+                se=("se", "mean"),
+                score=("score", "mean"),
+                n=("score", "size"),
+            )
+            frames.append(mean.reset_index().assign(model=model))
+        columns = ["model", by, "n", "cycles", "sp", "se", "score"]
+        tables[by] = (
+            pd.concat(frames, ignore_index=True)[columns]
+            if frames
+            else pd.DataFrame(columns=columns)
+        )
+    return tables
+
+
 def _markdown(rows, columns):
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
@@ -265,9 +482,9 @@ def _markdown(rows, columns):
     return "\n".join(lines)
 
 
-def plot_k_curves(curves, backbone, folder):
+def plot_k_curves(curves, backbone, folder, loss_split="valid"):
     """Figure 2 (student Score vs k) and Figure 3 (ensemble Score, student
-    Score and teacher validation loss vs k) as PNGs.
+    Score and teacher loss on ``loss_split`` vs k) as PNGs.
     """
     import matplotlib
 
@@ -327,9 +544,9 @@ def plot_k_curves(curves, backbone, folder):
         curves["ensemble_loss"],
         "^--",
         color="tab:red",
-        label="teacher ensemble valid loss",
+        label=f"teacher ensemble {loss_split} loss",
     )
-    twin.set_ylabel("validation cross-entropy", color="tab:red")
+    twin.set_ylabel(f"{loss_split} cross-entropy", color="tab:red")
     lines = ax.get_legend_handles_labels()
     more = twin.get_legend_handles_labels()
     ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=8, loc="best")
@@ -379,7 +596,125 @@ def plot_confusion(bank, path, split="test"):
     return path
 
 
-def write_report(results_folder, report_folder, backbones=None):
+def _data_line(groups):
+    """What the runs of one experiment were made from."""
+    counts = Counter()
+    for banks in groups.values():
+        for bank in banks:
+            data = (bank.info.get("provenance") or {}).get("data") or {}
+            cycles = data.get("cycles") or {}
+            counts[
+                "/".join(
+                    str((cycles.get(s) or {}).get("count", "?"))
+                    for s in ("train", "valid", "test")
+                )
+            ] += 1
+    return ", ".join(
+        f"{c} cycles (train/valid/test) in {n} runs" for c, n in counts.items()
+    )
+
+
+def _experiment_section(groups, backbones, table2_k, folder, suffix):
+    """Markdown lines, CSVs and figures of one experiment."""
+    protocol, data = next(iter(groups)).experiment
+    cols = ["model", "n", "sp", "se", "score", "runs"]
+    parts = [
+        f"Prepared data `{data}`: {_data_line(groups)}.",
+        f"Protocol: {protocol} (checkpoints selected, and curated teachers "
+        f"ranked, on the {'test' if protocol == 'paper' else 'valid'} "
+        "split).",
+        "",
+        "Run groups (replicas differ only by seed):",
+        "",
+    ]
+    for key, banks in sorted(groups.items(), key=lambda kv: kv[0].describe()):
+        seeds = " ".join(str(b.info.get("seed")) for b in banks)
+        parts.append(f"- {key.describe()}: runs of seeds {seeds}")
+    parts.append("")
+    for backbone in backbones:
+        rows1 = table1(groups, backbone)
+        rows3 = table3(groups, backbone)
+        write_csv(rows1, os.path.join(folder, f"table1_{backbone}{suffix}.csv"))
+        write_csv(rows3, os.path.join(folder, f"table3_{backbone}{suffix}.csv"))
+        parts += [f"### Table 1 ({backbone})", "", _markdown(rows1, cols), ""]
+        parts += [
+            f"### Table 3: teacher variants ({backbone} student)",
+            "",
+            _markdown(rows3, cols[:-1] + ["paper_bts", "runs"]),
+            "",
+        ]
+        split = loss_split(groups)
+        curves = k_curves(groups, backbone, split)
+        if curves["k"]:
+            for path in plot_k_curves(
+                curves, backbone + suffix, folder, loss_split=split
+            ):
+                name = os.path.basename(path)
+                parts += [f"![{name}]({name})", ""]
+        tables = breakdown_tables(groups, backbone)
+        for by, table in tables.items():
+            write_csv(
+                table.to_dict("records"),
+                os.path.join(folder, f"by_{by}_{backbone}{suffix}.csv"),
+            )
+            parts += [
+                f"### Test Sp/Se/Score per {by} ({backbone}; mean over "
+                "runs, n/a where a group has no normal or no abnormal "
+                "cycle)",
+                "",
+                markdown_table(table),
+                "",
+            ]
+    teacher_backbone = backbones[0] if backbones else None
+    rows2 = table2(groups, teacher_backbone, table2_k) if backbones else []
+    write_csv(rows2, os.path.join(folder, f"table2{suffix}.csv"))
+    parts += ["### Table 2: hard vs soft labels per backbone", ""]
+    if not rows2:
+        parts += [
+            "No backbone has both hard-label runs and students of "
+            f"{teacher_backbone}++[k={table2_k or 'any'}] as mean teacher.",
+            "",
+        ]
+    parts += [
+        _markdown(
+            rows2,
+            [
+                "backbone",
+                "params",
+                "paper_params",
+                "hard_sp",
+                "hard_se",
+                "hard_score",
+                "soft_sp",
+                "soft_se",
+                "soft_score",
+                "gain",
+                "paper_hard",
+                "paper_soft",
+                "paper_gain",
+                "n",
+                "teachers",
+            ],
+        ),
+        "",
+    ]
+    best = best_student(groups)
+    if best is not None:
+        path = plot_confusion(
+            best,
+            os.path.join(folder, f"confusion_best_student{suffix}.png"),
+        )
+        parts += [
+            f"### Confusion matrix of the best student "
+            f"({os.path.dirname(best.source)})",
+            "",
+            f"![confusion]({os.path.basename(path)})",
+            "",
+        ]
+    return parts
+
+
+def write_report(results_folder, report_folder, backbones=None, table2_k=None):
     """Write ``report.md``, one CSV per table and the PNG figures.
 
     Arguments
@@ -389,7 +724,10 @@ def write_report(results_folder, report_folder, backbones=None):
     report_folder : str
         Output folder.
     backbones : list of str, optional
-        Student backbones to report (default: every one found).
+        Backbones of Tables 1 and 3 (default: every one found); the first
+        is the teachers' backbone of Table 2.
+    table2_k : int, optional
+        Teachers of Table 2's soft-label students (default: the largest k).
 
     Returns
     -------
@@ -398,75 +736,33 @@ def write_report(results_folder, report_folder, backbones=None):
     """
     os.makedirs(report_folder, exist_ok=True)
     groups = collect_runs(results_folder)
-    found = sorted({key[1] for key in groups})
-    backbones = backbones or found
-    cols = ["model", "n", "sp", "se", "score", "runs"]
+    experiments = defaultdict(dict)
+    for key, banks in groups.items():
+        experiments[key.experiment][key] = banks
+    backbones = backbones or sorted({key.backbone for key in groups})
     parts = [
         "# Results",
         "",
         "Test split, mean ± std over seeds (n runs); ensembles are one run.",
-        "Checkpoints were selected on: "
-        + ", ".join(
-            sorted(
-                {
-                    str(b.info.get("select_on"))
-                    for bs in groups.values()
-                    for b in bs
-                }
-            )
-        )
-        + ".",
         "",
     ]
-    for backbone in backbones:
-        rows1 = table1(groups, backbone)
-        rows3 = table3(groups, backbone)
-        write_csv(rows1, os.path.join(report_folder, f"table1_{backbone}.csv"))
-        write_csv(rows3, os.path.join(report_folder, f"table3_{backbone}.csv"))
-        parts += [f"## Table 1 ({backbone})", "", _markdown(rows1, cols), ""]
+    if len(experiments) > 1:
         parts += [
-            f"## Table 3: teacher variants ({backbone} student)",
-            "",
-            _markdown(rows3, cols[:-1] + ["paper_bts", "runs"]),
+            f"**{len(experiments)} experiments** (prepared data x protocol) "
+            "are in this folder; each has its own section and file suffix, "
+            "and no run is averaged with another experiment's.",
             "",
         ]
-        curves = k_curves(groups, backbone)
-        if curves["k"]:
-            for path in plot_k_curves(curves, backbone, report_folder):
-                parts += [
-                    f"![{os.path.basename(path)}]({os.path.basename(path)})",
-                    "",
-                ]
-    rows2 = table2(groups)
-    write_csv(rows2, os.path.join(report_folder, "table2.csv"))
-    parts += [
-        "## Table 2: hard vs soft labels per backbone",
-        "",
-        _markdown(
-            rows2,
-            [
-                "backbone",
-                "hard",
-                "soft",
-                "paper_hard",
-                "paper_soft",
-                "params_paper_M",
-            ],
-        ),
-        "",
-    ]
-    best = best_student(groups)
-    if best is not None:
-        path = plot_confusion(
-            best, os.path.join(report_folder, "confusion_best_student.png")
+    for i, (experiment, members) in enumerate(sorted(experiments.items())):
+        suffix = f"_{i + 1}" if len(experiments) > 1 else ""
+        protocol, data = experiment
+        parts += [
+            f"## Experiment {i + 1}: protocol {protocol}, data {data}",
+            "",
+        ]
+        parts += _experiment_section(
+            members, backbones, table2_k, report_folder, suffix
         )
-        run = os.path.dirname(best.source)
-        parts += [
-            f"## Confusion matrix of the best student ({run})",
-            "",
-            f"![confusion]({os.path.basename(path)})",
-            "",
-        ]
     report = os.path.join(report_folder, "report.md")
     write_text_atomically(report, lambda file: file.write("\n".join(parts)))
     return report

@@ -11,19 +11,23 @@ To run (from recipes/ICBHI)::
     python ensemble.py results/cnn6 --k 5 --curate_on valid
     python ensemble.py results/cnn6 --sweep --out results/cnn6_sweep.csv
     python ensemble.py results/cnn6 --k 5 \
-        --manifest results/prepared/16000/test.csv
-    python ensemble.py results/cnn6 --k 5 --audio other/prepared/test.csv
+        --manifest results/prepared/manifests_<key>/test.csv
+    python ensemble.py results/cnn6 --k 5 --audio other/manifests_<key>/test.csv
 
-Banks that hold different cycles, or a bank that does not match the
-given manifest, are refused. ``--audio`` scores the chosen runs' exported
-models on the cycles of any prepared manifest (e.g. another site's
-recordings) as one fused ensemble, instead of reading their banks.
+"First k" means the k smallest seeds. One ensemble is also scored per
+recording device and per chest location (``--out x.csv`` adds
+``x_by_device.csv`` and ``x_by_location.csv``). Banks that hold different
+cycles, or a bank that does not match the given manifest, are refused.
+``--audio`` scores the chosen runs' exported models on the cycles of any
+prepared manifest (e.g. another site's recordings) as one fused ensemble,
+instead of reading their banks.
 
 Authors
  * speechbrain-rsc contributors 2026
 """
 
 import argparse
+import os
 import sys
 
 from speechbrain_rsc.bank import (
@@ -32,6 +36,7 @@ from speechbrain_rsc.bank import (
     read_manifest,
     select_banks,
 )
+from speechbrain_rsc.breakdown import bank_breakdown, markdown_table
 from speechbrain_rsc.ensemble import (
     evaluate_banks,
     evaluate_models,
@@ -119,6 +124,14 @@ def main(argv=None):
         )
     if args.out:
         write_csv(rows, args.out)
+    if not args.sweep and not args.audio:
+        # One Score hides the device shift of ICBHI's test split.
+        for by, table in bank_breakdown(chosen, args.split).items():
+            print(f"\n{args.split} Sp/Se/Score per {by}:")
+            print(markdown_table(table))
+            if args.out:
+                stem, ext = os.path.splitext(args.out)
+                write_csv(table.to_dict("records"), f"{stem}_by_{by}{ext}")
     return rows
 
 
