@@ -284,8 +284,6 @@ def test_wrong_checkpoints_and_missing_files_are_named(tmp_path):
     for name in FIRST_LAYER:
         with pytest.raises(FileNotFoundError, match="nothing.pth"):
             BACKBONES[name](pretrained_path=tmp_path / "nothing.pth")
-    with pytest.raises(ValueError, match="no pretrained_path"):
-        build_backbone("cnn6", use_pretrained=True)
 
 
 def test_load_matching_refuses_non_tensors_and_keeps_allowed_fresh():
@@ -560,3 +558,17 @@ def test_parameter_table_counts_and_marks_missing_families(monkeypatch):
     assert rows[1][:3] == ("ghost", "not available", "-")
     text = table.markdown_table(rows)
     assert text.splitlines()[2].startswith("| cnn6 | 4.57M | 4.8M |")
+
+
+def test_parameter_table_command_line(capsys):
+    from speechbrain_rsc.models.__main__ import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    assert done.value.code == 0 and "BACKBONE" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as refused:
+        main(["nope"])
+    assert refused.value.code == 2
+    assert "unknown backbone 'nope'" in capsys.readouterr().err
+    main(["cnn6"])
+    assert "| cnn6 | 4.57M | 4.8M |" in capsys.readouterr().out

@@ -11,7 +11,7 @@ Example
 '4.57M'
 """
 
-import sys
+import argparse
 
 from speechbrain_rsc.models import BACKBONES
 
@@ -102,8 +102,25 @@ def markdown_table(rows):
 
 def main(argv=None):
     """Print the table for the backbones named in ``argv`` (default all)."""
-    names = list(argv if argv is not None else sys.argv[1:]) or None
-    print(markdown_table(parameter_rows(names)))
+    parser = argparse.ArgumentParser(
+        prog="python -m speechbrain_rsc.models",
+        description="Parameter counts of the backbones (random weights, "
+        "4 classes) beside the paper's Table 2.",
+    )
+    parser.add_argument(
+        "backbones",
+        nargs="*",
+        metavar="BACKBONE",
+        help=f"any of {', '.join(BACKBONES)} (default: all)",
+    )
+    args = parser.parse_args(argv)
+    unknown = [name for name in args.backbones if name not in BACKBONES]
+    if unknown:
+        parser.error(
+            f"unknown backbone {unknown[0]!r}: choose from "
+            + ", ".join(BACKBONES)
+        )
+    print(markdown_table(parameter_rows(args.backbones or None)))
 
 
 if __name__ == "__main__":

@@ -6,10 +6,11 @@ Pretrained position embeddings keep the middle 79 time columns (11 to 89),
 as the AST authors and Patch-Mix CL do for shorter inputs; the cls and
 distillation positions are kept as they are.
 
-Pretrained weights, both local:
+Pretrained weights, both local (:func:`~speechbrain_rsc.models.
+build_backbone` fetches hub IDs and URLs first):
 
 - a transformers folder (``config.json`` + weights) of an ``ASTModel`` or
-  ``ASTForAudioClassification``, such as a copy of
+  ``ASTForAudioClassification``, such as the hub snapshot of
   ``MIT/ast-finetuned-audioset-10-10-0.4593``; transformers converts
   older key layouts itself, the audio classifier is dropped;
 - the original ``audioset_10_10_0.4593.pth`` (keys ``module.v.*``),

@@ -1,6 +1,9 @@
 """Loading local weight files with errors that say what and where.
 
-Two generic helpers shared by every backbone family:
+Generic helpers shared by every backbone family:
+
+- :func:`find_weights_file` picks the weights file of a model folder (a
+  Hugging Face snapshot, say);
 
 - :func:`load_state_dict_file` reads a ``.pth``/``.pt``/``.bin`` (with
   ``torch.load(..., weights_only=True)``) or a ``.safetensors`` file;
@@ -30,8 +33,75 @@ logger = logging.getLogger(__name__)
 OPTIONAL_SUFFIXES = ("num_batches_tracked",)
 
 
+# Main weights of a model folder, best first (then: its only weight file).
+FOLDER_WEIGHTS = (
+    "model.safetensors",
+    "pytorch_model.bin",
+    "model.safetensors.index.json",
+    "pytorch_model.bin.index.json",
+)
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt", ".ckpt")
+
+
 class CheckpointError(ValueError):
     """A weight file that does not fit the model it is loaded into."""
+
+
+def find_weights_file(folder):
+    """The main weights file of a model folder, or ``None``.
+
+    The first of :data:`FOLDER_WEIGHTS` present, else the folder's only
+    file ending in one of :data:`WEIGHT_SUFFIXES`.
+
+    Arguments
+    ---------
+    folder : str or Path
+
+    Returns
+    -------
+    Path or None
+
+    Example
+    -------
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> find_weights_file(folder) is None
+    True
+    >>> _ = (folder / "Cnn6_mAP=0.343.pth").write_bytes(b"")
+    >>> find_weights_file(folder).name
+    'Cnn6_mAP=0.343.pth'
+    """
+    folder = Path(folder)
+    for name in FOLDER_WEIGHTS:
+        if (folder / name).is_file():
+            return folder / name
+    found = [
+        p
+        for p in folder.iterdir()
+        if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES)
+    ]
+    return found[0] if len(found) == 1 else None
+
+
+def weights_file(path):
+    """``path`` itself, or the weights file of the folder ``path``.
+
+    Raises
+    ------
+    CheckpointError
+        A folder without a (single) weights file.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    found = find_weights_file(path)
+    if found is None:
+        raise CheckpointError(
+            f"{path}: no weights file in this folder (expected one of "
+            f"{', '.join(FOLDER_WEIGHTS[:2])} or a single "
+            f"{'/'.join(WEIGHT_SUFFIXES)} file)"
+        )
+    return found
 
 
 def check_file(path):

@@ -17,13 +17,15 @@ waveform's device (:class:`ClapFeatures`), and BTS tokenizes its prompts
 itself (64 tokens, cached per prompt).
 
 Pretrained weights (``pretrained_path``) are either a local folder in
-Hugging Face layout (``ClapModel.save_pretrained``; with the tokenizer
-beside it for BTS) or an original LAION-CLAP ``.pt`` checkpoint such as
+Hugging Face layout (``ClapModel.save_pretrained``, or the hub snapshot of
+``laion/clap-htsat-unfused`` that :func:`~speechbrain_rsc.models.
+build_backbone` fetches by default; with the tokenizer beside it for BTS)
+or an original LAION-CLAP ``.pt`` checkpoint such as
 ``630k-audioset-best.pt`` (renamed by
 :mod:`speechbrain_rsc.models.laion_convert`; BTS then needs
 ``tokenizer_path``). Without weights both build offline at full size with
-random weights; BTS then uses an offline prompt tokenizer
-(:mod:`speechbrain_rsc.models.clap_tokenizer`).
+random weights; BTS then uses a stand-in offline prompt tokenizer
+(:mod:`speechbrain_rsc.models.clap_tokenizer`), with a warning.
 
 Example
 -------
@@ -69,6 +71,7 @@ from speechbrain_rsc.models.laion_convert import (
     convert_laion_clap_state_dict,
     load_laion_checkpoint,
 )
+from speechbrain_rsc.models.weights import CLAP_SOURCE
 
 logger = logging.getLogger(__name__)
 
@@ -509,12 +512,13 @@ class BTS(_ClapBackbone):
     which the classifier never uses (frozen, so DDP sees no unused
     trainable parameter).
 
-    Tokenizer: with a Hugging Face ``pretrained_path``, the one saved in
-    that folder (or ``tokenizer_path``); with a LAION ``.pt``,
-    ``tokenizer_path`` is required (a RoBERTa tokenizer folder). Without
-    weights, ``BTS()`` builds offline with an **offline byte-level BPE
-    tokenizer trained on all BTS prompts** (384 tokens, not RoBERTa's: a
-    stand-in for random-weight runs; logged at INFO). A loaded tokenizer
+    Tokenizer: with a Hugging Face ``pretrained_path`` (a hub snapshot of
+    ``laion/clap-htsat-unfused``, say), the one saved in that folder (or
+    ``tokenizer_path``); with a LAION ``.pt``, ``tokenizer_path`` is
+    required (a RoBERTa tokenizer folder). Without weights, ``BTS()``
+    builds offline with an **offline byte-level BPE tokenizer trained on
+    all BTS prompts** (384 tokens, not RoBERTa's: a stand-in for
+    random-weight runs only, logged as a warning). A loaded tokenizer
     must pass :func:`~speechbrain_rsc.models.clap_tokenizer.check_tokenizer`.
     The tokenizer is saved in the state dict and restored with it.
 
@@ -597,6 +601,12 @@ class BTS(_ClapBackbone):
                 "save_pretrained(folder)` on a machine with network access)"
             )
         if folder is None:
+            logger.warning(
+                "BTS with random weights: prompts are tokenized by the "
+                "stand-in offline byte-level BPE (clap_tokenizer."
+                "build_prompt_tokenizer), not the RoBERTa tokenizer of %s",
+                CLAP_SOURCE,
+            )
             return build_prompt_tokenizer(), "offline prompt tokenizer"
         return (
             load_tokenizer(folder, text.vocab_size, text.pad_token_id),

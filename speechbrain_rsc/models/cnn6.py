@@ -33,6 +33,7 @@ import torch
 from speechbrain_rsc.models.checkpoints import (
     load_matching,
     load_state_dict_file,
+    weights_file,
 )
 from speechbrain_rsc.models.frontends import FbankBackbone, FbankFrontEnd
 
@@ -76,7 +77,7 @@ class CNN6(FbankBackbone):
     Arguments
     ---------
     pretrained_path : str, optional
-        A PANNs ``Cnn6_mAP=0.343.pth``.
+        A PANNs ``Cnn6_mAP=0.343.pth``, or a folder holding it.
     n_classes : int
     spec_augment : bool
         Mask the fbank while training.
@@ -129,6 +130,7 @@ class CNN6(FbankBackbone):
         FileNotFoundError, CheckpointError
             Naming ``path``.
         """
+        path = weights_file(path)
         state = load_state_dict_file(path, key="model")
         allow = ["head."]
         theirs = state.get("bn0.weight")

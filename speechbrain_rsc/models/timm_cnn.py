@@ -3,9 +3,11 @@
 The input is the normalised fbank ``[batch, 1, frames, 128]``.
 
 Pretrained: a local ImageNet weight file in timm's layout (``.pth``,
-``.bin`` or ``.safetensors``). Its first convolution is adapted to one
-input channel with timm's own ``adapt_input_conv`` (sum over the RGB
-channels), and its ImageNet classifier is replaced by a new head.
+``.bin`` or ``.safetensors``), or a folder holding one, such as a timm hub
+snapshot (``timm/resnet18.tv_in1k``: ``model.safetensors``). Its first
+convolution is adapted to one input channel with timm's own
+``adapt_input_conv`` (sum over the RGB channels), and its ImageNet
+classifier is replaced by a new head.
 
 timm can load such a file itself (``pretrained=True,
 pretrained_cfg_overlay=dict(file=path)``, offline, same result), but a
@@ -32,6 +34,7 @@ from timm.models import adapt_input_conv
 from speechbrain_rsc.models.checkpoints import (
     load_matching,
     load_state_dict_file,
+    weights_file,
 )
 from speechbrain_rsc.models.frontends import FbankBackbone, FbankFrontEnd
 
@@ -42,7 +45,7 @@ class TimmFbankCNN(FbankBackbone):
     Arguments
     ---------
     pretrained_path : str, optional
-        Local ImageNet weights in timm's layout.
+        Local ImageNet weights in timm's layout (file or folder).
     n_classes : int
     spec_augment : bool
     drop_rate : float
@@ -82,6 +85,7 @@ class TimmFbankCNN(FbankBackbone):
         FileNotFoundError, CheckpointError
             Naming ``path``.
         """
+        path = weights_file(path)
         state = load_state_dict_file(path)
         cfg = self.net.pretrained_cfg
         first = f"{cfg['first_conv']}.weight"
