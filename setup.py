@@ -1,6 +1,50 @@
-"""Install speechbrain-rsc: ``pip install -e ".[dev]"``."""
+"""Install speechbrain-rsc: ``pip install -e ".[dev]"``.
+
+The requirements are ranges, as a library's should be, so that
+speechbrain-rsc installs beside other packages; CI installs one tested set
+on top with ``pip install -c .ci/constraints.txt -e ".[dev]"``.
+
+- torch and torchaudio must come from one release series (torchaudio's
+  compiled extension is built against one torch minor version, and
+  ``import speechbrain`` imports torchaudio). Their floor, 2.7.1, is
+  SpeechBrain 1.1.2's own (transformers 5 asks for torch >= 2.6); the cap
+  excludes series newer than the tested 2.11, whose torchaudio may drop
+  the functions used here (``functional.resample``,
+  ``compliance.kaldi``). torchvision is not imported here: timm brings
+  it, and pip matches it to torch (each torchvision pins one torch).
+- Every other requirement is a package that ``speechbrain_rsc`` imports
+  (``tests/test_packaging.py`` checks both ways).
+"""
 
 from setuptools import find_packages, setup
+
+INSTALL_REQUIRES = [
+    "torch>=2.7.1,<2.12",
+    "torchaudio>=2.7.1,<2.12",
+    "speechbrain>=1.1,<1.2",
+    "hyperpyyaml>=1.2",
+    "transformers>=5.17",
+    "tokenizers>=0.21",
+    "timm>=1.0.29",
+    "numpy>=1.24",
+    "pandas>=2.0",
+    "PyYAML>=6.0",
+    "soundfile>=0.12",
+    "safetensors>=0.4",
+    "huggingface_hub>=1.0",
+    "matplotlib>=3.7",
+]
+
+EXTRAS_REQUIRE = {
+    "dev": [
+        "pytest>=8",
+        "ruff>=0.6",
+        "yamllint>=1.35",
+        "codespell>=2.3",
+        "packaging>=23",
+    ],
+    "laion": ["laion-clap>=1.1.6"],
+}
 
 with open("README.md", encoding="utf-8") as f:
     long_description = f.read()
@@ -9,40 +53,21 @@ setup(
     name="speechbrain-rsc",
     version="0.1.0",
     description=(
-        "Respiratory sound classification on ICBHI 2017 with SpeechBrain: "
-        "teacher ensembles distilled into one student with soft labels."
+        "Respiratory sound classification on ICBHI 2017 with "
+        "SpeechBrain: teacher ensembles distilled into one student "
+        "with soft labels."
     ),
     long_description=long_description,
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["speechbrain_rsc", "speechbrain_rsc.*"]),
-    install_requires=[
-        "torch==2.11.0",
-        "torchaudio==2.11.0",
-        "torchvision==0.26.0",
-        "speechbrain>=1.1,<1.2",
-        "hyperpyyaml>=1.2",
-        "transformers>=5.17",
-        "timm>=1.0.29",
-        "pandas>=2.0",
-        "soundfile>=0.12",
-        "safetensors>=0.4",
-        "matplotlib>=3.7",
-    ],
-    extras_require={
-        "dev": [
-            "pytest>=8",
-            "ruff>=0.6",
-            "yamllint>=1.35",
-            "codespell>=2.3",
-        ],
-        "laion": ["laion-clap>=1.1.6"],
-    },
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS_REQUIRE,
     entry_points={
         "console_scripts": [
             "rsc-synthetic=speechbrain_rsc.data.synthetic:main",
-            "rsc-classify=speechbrain_rsc.inference:main",
+            "rsc-classify=speechbrain_rsc.inference:cli",
         ],
     },
 )
