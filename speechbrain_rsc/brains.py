@@ -9,20 +9,9 @@ All of them forward ``(wavs, lens, prompts)`` through ``modules.model``,
 log Sp/Se/Score per epoch, keep the checkpoint with the best selection
 Score, and can write their logits as a bank.
 
-The hparams each Brain reads: ``seed``, ``lr_schedule`` (epoch -> rate),
-``train_logger``, ``epoch_counter``, ``test_dataloader_opts`` and,
-optionally:
-
-- ``channels_last``: convolution weights and activations in NHWC, faster
-  for the CNN backbones on CPU and GPU;
-- ``ma_beta``: after every optimizer step each weight and batch-norm
-  statistic becomes ``ma_beta * old + (1 - ma_beta) * new`` (the reference
-  BTS, Audio-CLAP and AST training, 0.5);
-- ``best_min_se``: an epoch whose selection Se is not above it never
-  becomes the selected checkpoint while one that is exists (5 in the
-  reference code);
-- ``cuda_precision``: the training precision on CUDA when ``--precision``
-  is not given (``fp16``, as the reference; the CPU stays fp32).
+From ``hparams`` a Brain reads SpeechBrain's own ``seed`` and
+``epoch_counter``; the recipe's knobs come as :class:`BrainOptions`, which
+the recipe scripts fill from their YAML keys one by one.
 
 On CUDA the data loaders pin their batches (unless ``pin_memory`` is given)
 and batches are copied to the device without blocking.
@@ -31,6 +20,7 @@ and batches are copied to the device without blocking.
 import logging
 import math
 import random
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import speechbrain as sb
@@ -45,12 +35,64 @@ from speechbrain_rsc.metrics import ICBHIStats
 logger = logging.getLogger(__name__)
 
 
-def _with_cuda_precision(run_opts, hparams):
-    """Run options with ``precision`` set to the hparams' ``cuda_precision``
-    when the run is on CUDA and no precision was given on the command line
-    (mixed precision, as the reference code trains; off on the CPU).
+@dataclass
+class BrainOptions:
+    """How a Brain trains and evaluates (each field is a recipe YAML key).
+
+    Attributes
+    ----------
+    lr_schedule : callable, optional
+        Epoch -> learning rate, applied at the start of every epoch.
+    train_logger : speechbrain.utils.train_logger.TrainLogger, optional
+        Receives the per-epoch statistics.
+    test_loader_kwargs : dict
+        Loader options for validation, test and logit export.
+    channels_last : bool
+        Convolution weights and activations in NHWC, faster for the CNN
+        backbones on CPU and GPU.
+    ma_beta : float, optional
+        After every optimizer step each weight and batch-norm statistic
+        becomes ``ma_beta * old + (1 - ma_beta) * new`` (the reference
+        BTS, Audio-CLAP and AST training, 0.5).
+    best_min_se : float, optional
+        An epoch whose selection Se is not above it never becomes the
+        selected checkpoint while one that is exists (5 in the reference).
+    cuda_precision : str, optional
+        Training precision on CUDA when ``--precision`` is not given
+        (``fp16``, as the reference; the CPU stays fp32).
+
+    Example
+    -------
+    >>> BrainOptions.from_hparams({"ma_beta": 0.5}).ma_beta
+    0.5
     """
-    precision = (hparams or {}).get("cuda_precision")
+
+    lr_schedule: object = None
+    train_logger: object = None
+    test_loader_kwargs: dict = field(default_factory=dict)
+    channels_last: bool = False
+    ma_beta: float = None
+    best_min_se: float = None
+    cuda_precision: str = None
+
+    @classmethod
+    def from_hparams(cls, hparams):
+        """The options found in ``hparams`` under the same names (and
+        ``test_dataloader_opts``), for scripts that pass only hparams.
+        """
+        hparams = dict(hparams or {})
+        hparams.setdefault(
+            "test_loader_kwargs", hparams.get("test_dataloader_opts") or {}
+        )
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in hparams.items() if k in names})
+
+
+def _with_cuda_precision(run_opts, precision):
+    """Run options with ``precision`` set to ``precision`` when the run is
+    on CUDA and no precision was given on the command line (mixed
+    precision, as the reference code trains; off on the CPU).
+    """
     if isinstance(run_opts, sb.utils.run_opts.RunOptions):
         run_opts = {k: run_opts[k] for k in run_opts.overridden_args}
     run_opts = dict(run_opts or {})
@@ -72,7 +114,15 @@ class TrainingDiverged(RuntimeError):
 
 
 class RSCBrain(sb.Brain):
-    """Shared forward, metrics, selection and logit export."""
+    """Shared forward, metrics, selection and logit export.
+
+    Arguments
+    ---------
+    modules, opt_class, hparams, run_opts, checkpointer
+        As for :class:`speechbrain.Brain`.
+    options : BrainOptions, optional
+        The recipe's training options (default: read from ``hparams``).
+    """
 
     def __init__(
         self,
@@ -81,10 +131,20 @@ class RSCBrain(sb.Brain):
         hparams=None,
         run_opts=None,
         checkpointer=None,
+        options=None,
     ):
-        run_opts = _with_cuda_precision(run_opts, hparams)
+        for name, module in (modules or {}).items():
+            if getattr(module, "pending_weights", None) is not None:
+                raise RuntimeError(
+                    f"modules.{name} declares the pretrained weights "
+                    f"{module.pending_weights} but they were never loaded: "
+                    "call speechbrain_rsc.models.load_pretrained on it "
+                    "first, or set use_pretrained: False"
+                )
+        self.options = options or BrainOptions.from_hparams(hparams)
+        run_opts = _with_cuda_precision(run_opts, self.options.cuda_precision)
         super().__init__(modules, opt_class, hparams, run_opts, checkpointer)
-        if getattr(self.hparams, "channels_last", False):
+        if self.options.channels_last:
             self.modules.to(memory_format=torch.channels_last)
         self._averaged = None  # the weights the moving average updates
 
@@ -114,7 +174,7 @@ class RSCBrain(sb.Brain):
         (``ckpt_interval_steps``) repeats the uninterrupted run exactly.
         """
         _seed_all((self.hparams.seed * 1000 + self.epoch) * 100_003 + self.step)
-        beta = getattr(self.hparams, "ma_beta", None)
+        beta = self.options.ma_beta
         if should_step and beta:
             if self._averaged is None:
                 self._averaged = [
@@ -130,7 +190,7 @@ class RSCBrain(sb.Brain):
         toward its value before the step: ``beta * old + (1 - beta) * new``
         (the reference BTS / AST training's ``--ma_update``).
         """
-        beta = getattr(self.hparams, "ma_beta", None)
+        beta = self.options.ma_beta
         if should_step and beta:
             torch._foreach_lerp_(self._averaged, self._previous, beta)
 
@@ -171,7 +231,7 @@ class RSCBrain(sb.Brain):
             # whether or not the run was interrupted before this epoch.
             _seed_all(self.hparams.seed * 1000 + epoch)
             self.epoch = epoch
-            lr = self.hparams.lr_schedule(epoch)
+            lr = self.options.lr_schedule(epoch)
             sb.nnet.schedulers.update_learning_rate(self.optimizer, lr)
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
@@ -180,7 +240,7 @@ class RSCBrain(sb.Brain):
         if stage == sb.Stage.TRAIN:
             self.train_stats = stats
             return
-        train_logger = getattr(self.hparams, "train_logger", None)
+        train_logger = self.options.train_logger
         if stage == sb.Stage.VALID:
             lr = self.optimizer.param_groups[0]["lr"]
             if train_logger is not None:
@@ -206,7 +266,7 @@ class RSCBrain(sb.Brain):
         (the reference code keeps a new best only if Se > 5).
         """
         score = stats["score"]
-        min_se = getattr(self.hparams, "best_min_se", None)
+        min_se = self.options.best_min_se
         if math.isnan(score):
             return -1.0
         if min_se is not None and not stats["se"] > min_se:
@@ -228,8 +288,7 @@ class RSCBrain(sb.Brain):
         ICBHIStats
             Holding every cycle's ID, logits and label.
         """
-        loader_opts = getattr(self.hparams, "test_dataloader_opts", {})
-        loader_opts = {**loader_opts, "ckpt_prefix": None}
+        loader_opts = {**self.options.test_loader_kwargs, "ckpt_prefix": None}
         loader = self.make_dataloader(dataset, sb.Stage.TEST, **loader_opts)
         self.modules.eval()
         stats = ICBHIStats()

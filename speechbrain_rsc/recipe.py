@@ -1,8 +1,10 @@
-"""The steps every ICBHI recipe script shares: experiment folder, data,
-training with checkpoint selection, and the exported bank and model.
+"""The steps every ICBHI recipe script shares: the evaluation protocol,
+data, the experiment folder, training with checkpoint selection, and the
+exported bank and model.
 
 Kept here so that train_teacher.py and distill.py each read as the method
-they implement.
+they implement. Every function takes its options as arguments; the scripts
+read them from their YAML.
 """
 
 import json
@@ -12,10 +14,11 @@ from dataclasses import dataclass
 
 import speechbrain as sb
 import yaml
-from hyperpyyaml import load_hyperpyyaml, resolve_references
+from hyperpyyaml import resolve_references
 from speechbrain.utils.distributed import run_on_main
 
 from speechbrain_rsc.bank import BANK_FILENAME
+from speechbrain_rsc.breakdown import bank_breakdown
 from speechbrain_rsc.dataio import dataio_prep, resolve_data_folder
 from speechbrain_rsc.export import save_trained
 from speechbrain_rsc.provenance import check_run, data_identity, record_run
@@ -23,46 +26,38 @@ from speechbrain_rsc.provenance import check_run, data_identity, record_run
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "valid", "test")
-# protocol -> the split that selects checkpoints and ranks teachers
-PROTOCOLS = {"validation": "valid", "paper": "test"}
 
 
-def load_hparams(hparams_file, overrides):
-    """Load the recipe YAML with its command-line overrides and apply its
-    ``protocol``. Nothing is written yet.
-    """
-    with open(hparams_file, encoding="utf-8") as fin:
-        hparams = load_hyperpyyaml(fin, overrides)
-    return apply_protocol(hparams)
-
-
-def apply_protocol(hparams):
-    """Set what the evaluation ``protocol`` decides, in place.
+@dataclass(frozen=True)
+class Protocol:
+    """The evaluation protocol: what trains, what selects, what ranks.
 
     ``validation``: the checkpoint is selected, and curated teachers are
-    ranked, on a patient-disjoint validation split of ``valid_fraction``
-    of the train patients. ``paper``: the whole official train split
-    trains (``valid_fraction`` 0) and the test split selects checkpoints
-    and ranks curated teachers, as the paper and its code did.
-
-    Adds ``select_on`` and ``curate_on`` (the split name) to ``hparams``.
+    ranked, on a patient-disjoint validation split of ``valid_fraction`` of
+    the train patients. ``paper``: the whole official train split trains
+    (``valid_fraction`` 0) and the test split selects checkpoints and ranks
+    curated teachers, as the paper and its code did.
 
     Example
     -------
-    >>> h = apply_protocol({"protocol": "paper", "valid_fraction": 0.15})
-    >>> h["valid_fraction"], h["select_on"], h["curate_on"]
-    (0.0, 'test', 'test')
+    >>> Protocol.named("paper", valid_fraction=0.15)
+    Protocol(name='paper', valid_fraction=0.0, select_on='test')
+    >>> Protocol.named("validation", 0.15).select_on
+    'valid'
     """
-    protocol = hparams["protocol"]
-    if protocol not in PROTOCOLS:
-        raise ValueError(
-            f"protocol must be one of {', '.join(PROTOCOLS)}, not {protocol!r}"
-        )
-    if protocol == "paper":
-        hparams["valid_fraction"] = 0.0
-    split = PROTOCOLS[protocol]
-    hparams["select_on"] = hparams["curate_on"] = split
-    return hparams
+
+    name: str
+    valid_fraction: float
+    select_on: str  # the split that selects checkpoints and ranks teachers
+
+    @classmethod
+    def named(cls, name, valid_fraction):
+        """The protocol ``name`` (``validation`` or ``paper``)."""
+        if name == "validation":
+            return cls(name, float(valid_fraction), "valid")
+        if name == "paper":
+            return cls(name, 0.0, "test")
+        raise ValueError(f"protocol must be validation or paper, not {name!r}")
 
 
 def read_plain_hparams(hparams_file, overrides=None):
@@ -101,11 +96,36 @@ class PreparedData:
     summary: dict  # the preparation's summary.json
 
 
-def prepare_data(hparams):
+def prepare_data(
+    data_folder,
+    prepare_folder,
+    sample_rate,
+    duration,
+    pad,
+    valid_fraction,
+    split_seed,
+    split_file=None,
+    synthetic_folder=None,
+    synthetic_recordings=60,
+):
     """Make (if asked) and prepare the ICBHI data; return the datasets.
 
     Under DDP the main process prepares and the others then read what it
     wrote (the preparation returns at once when it is done).
+
+    Arguments
+    ---------
+    data_folder : str
+        An ICBHI folder, or ``"synthetic"`` for the built-in dataset.
+    prepare_folder : str
+        Where cycles and manifests go (keyed by what they are made from,
+        so one folder may serve many runs).
+    sample_rate, duration, pad, valid_fraction, split_seed, split_file
+        As for :func:`speechbrain_rsc.data.prepare.prepare_icbhi`.
+    synthetic_folder : str, optional
+        Where the synthetic dataset is made (``data_folder: synthetic``).
+    synthetic_recordings : int
+        Its size.
 
     Returns
     -------
@@ -113,20 +133,17 @@ def prepare_data(hparams):
     """
     from speechbrain_rsc.data.prepare import prepare_icbhi
 
-    data_folder = resolve_data_folder(
-        hparams["data_folder"],
-        hparams["synthetic_folder"],
-        recordings=hparams["synthetic_recordings"],
-    )
     options = {
-        "data_folder": data_folder,
-        "save_folder": hparams["prepare_folder"],
-        "sample_rate": hparams["sample_rate"],
-        "duration": hparams["duration"],
-        "pad": hparams["pad"],
-        "valid_fraction": hparams["valid_fraction"],
-        "seed": hparams["split_seed"],
-        "split_file": hparams["split_file"],
+        "data_folder": resolve_data_folder(
+            data_folder, synthetic_folder, recordings=synthetic_recordings
+        ),
+        "save_folder": prepare_folder,
+        "sample_rate": sample_rate,
+        "duration": duration,
+        "pad": pad,
+        "valid_fraction": valid_fraction,
+        "seed": split_seed,
+        "split_file": split_file,
     }
     outputs = {}
     run_on_main(lambda: outputs.update(prepare_icbhi(**options)))
@@ -136,14 +153,14 @@ def prepare_data(hparams):
     with open(outputs["summary"], encoding="utf-8") as f:
         summary = json.load(f)
     return PreparedData(
-        datasets=dataio_prep(manifests, hparams["sample_rate"]),
+        datasets=dataio_prep(manifests, sample_rate),
         manifests=manifests,
         identity=data_identity(manifests, outputs["summary"]),
         summary=summary,
     )
 
 
-def start_run(hparams_file, overrides, hparams, provenance):
+def start_run(hparams_file, overrides, output_folder, provenance):
     """Refuse a run folder made from other inputs, then create it.
 
     The check comes first, so a refused run leaves the folder as it was.
@@ -154,34 +171,50 @@ def start_run(hparams_file, overrides, hparams, provenance):
         The recipe YAML (copied into the folder).
     overrides : str
         The command-line overrides (saved with it).
-    hparams : dict
+    output_folder : str
     provenance : dict
         What this run is made from (see :mod:`speechbrain_rsc.provenance`).
     """
-    folder = hparams["output_folder"]
-    resumed = check_run(folder, provenance)
+    resumed = check_run(output_folder, provenance)
     sb.create_experiment_directory(
-        experiment_directory=folder,
+        experiment_directory=output_folder,
         hyperparams_to_save=hparams_file,
         overrides=overrides,
     )
     if sb.utils.distributed.if_main_process():
-        record_run(folder, provenance)
+        record_run(output_folder, provenance)
     data = provenance["data"]
     logger.info(
         "%s run in %s: data %s (%s cycles train/valid/test)",
         "resuming the" if resumed else "new",
-        folder,
+        output_folder,
         data["key"],
         "/".join(str(data["cycles"][s]["count"]) for s in SPLITS),
     )
 
 
-def selection_set(hparams, data):
-    """The split whose Score picks the checkpoint (see
-    :func:`apply_protocol`).
+def log_weights(model):
+    """Say where the model's weights start from (the bank records it too):
+    a run on random weights is never mistaken for a pretrained one.
     """
-    if hparams["select_on"] == "test":
+    source = getattr(model, "weights_source", None)
+    if source is None:
+        logger.warning("training from RANDOM weights (use_pretrained False)")
+    else:
+        logger.info(
+            "training from pretrained weights %s (%s, revision %s, sha256 %s)",
+            source["source"],
+            source["kind"],
+            source.get("revision"),
+            source.get("sha256"),
+        )
+
+
+def selection_set(protocol, data):
+    """The dataset whose Score picks the checkpoint (see
+    :class:`Protocol`).
+    """
+    if protocol.select_on == "test":
         logger.warning(
             "protocol: paper -- checkpoints are chosen on the TEST set, as "
             "in the paper; the test Score is then optimistic"
@@ -207,19 +240,28 @@ def empty_valid_reason(data):
     )
 
 
-def fit(brain, data, hparams):
-    """Train, validating every epoch on the selection split."""
+def fit(brain, epoch_counter, data, protocol, train_loader_kwargs):
+    """Train, validating every epoch on the protocol's selection split.
+
+    Arguments
+    ---------
+    brain : speechbrain_rsc.brains.RSCBrain
+    epoch_counter : speechbrain.utils.epoch_loop.EpochCounter
+    data : PreparedData
+    protocol : Protocol
+    train_loader_kwargs : dict
+    """
     brain.fit(
-        brain.hparams.epoch_counter,
+        epoch_counter,
         data.datasets["train"],
-        selection_set(hparams, data),
+        selection_set(protocol, data),
         # SpeechBrain writes into these dicts: give it copies.
-        train_loader_kwargs=dict(hparams["train_dataloader_opts"]),
-        valid_loader_kwargs=dict(hparams["test_dataloader_opts"]),
+        train_loader_kwargs=dict(train_loader_kwargs),
+        valid_loader_kwargs=dict(brain.options.test_loader_kwargs),
     )
 
 
-def evaluate_and_export(brain, data, hparams, info, provenance):
+def evaluate_and_export(brain, data, output_folder, info, provenance):
     """Evaluate the selected checkpoint on test, then write the run's logit
     bank and trained model into ``output_folder``.
 
@@ -231,9 +273,10 @@ def evaluate_and_export(brain, data, hparams, info, provenance):
     ---------
     brain : speechbrain_rsc.brains.RSCBrain
     data : PreparedData
-    hparams : dict
+    output_folder : str
     info : dict
-        Facts stored with the bank and model (backbone, seed, role, ...).
+        Facts stored with the bank and model (backbone, seed, role,
+        protocol, ...).
     provenance : dict
         What the run was made from, stored with the bank.
 
@@ -244,17 +287,17 @@ def evaluate_and_export(brain, data, hparams, info, provenance):
     brain.evaluate(
         data.datasets["test"],
         max_key="score",
-        test_loader_kwargs=dict(hparams["test_dataloader_opts"]),
+        test_loader_kwargs=dict(brain.options.test_loader_kwargs),
     )
+    model = brain.modules.model
+    weights = getattr(getattr(model, "module", model), "weights_source", None)
     info = {
         **info,
         "epoch": brain.hparams.epoch_counter.current,
-        "protocol": hparams["protocol"],
-        "select_on": hparams["select_on"],
-        "duration": hparams["duration"],
-        "pad": hparams["pad"],
         "provenance": provenance,
-        "parameters": sum(p.numel() for p in brain.modules.model.parameters()),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        # where the training started from: None for random weights
+        "weights": weights,
     }
     bank = brain.logit_bank(data.datasets, info)
     finite = all(bool(x.isfinite().all()) for x in bank.logits.values())
@@ -265,17 +308,18 @@ def evaluate_and_export(brain, data, hparams, info, provenance):
             "converged, its Scores are NaN"
         )
     if sb.utils.distributed.if_main_process():
-        bank.save(os.path.join(hparams["output_folder"], BANK_FILENAME))
+        bank.save(os.path.join(output_folder, BANK_FILENAME))
         save_trained(
-            brain.modules.model,
-            os.path.join(hparams["output_folder"], "model"),
+            model,
+            os.path.join(output_folder, "model"),
             bank.info,
+            per_device=bank_breakdown([bank])["device"],
         )
         test = bank.info["metrics"]["test"]
         logger.info(
             "test Sp %.2f Se %.2f Score %.2f (epoch %s, selected on %s)",
             *(test[k] for k in ("sp", "se", "score")),
             info["epoch"],
-            hparams["select_on"],
+            info.get("select_on"),
         )
     return bank

@@ -295,7 +295,7 @@ def one_step(tmp_path, manifests, ma_beta):
     brain, _ = make_brain(TeacherBrain, tmp_path / str(ma_beta), epochs=1)
     torch.manual_seed(0)
     brain.modules["model"] = TinyNetBN()
-    brain.hparams.ma_beta = ma_beta
+    brain.options.ma_beta = ma_beta
     brain.init_optimizers()
     loader = brain.make_dataloader(
         datasets["train"], sb.Stage.TRAIN, ckpt_prefix=None, batch_size=6
@@ -326,12 +326,12 @@ def test_moving_average_gives_the_averaged_weights(tmp_path, manifests):
 
 def test_best_checkpoint_needs_se_above_best_min_se(tmp_path):
     brain, _ = make_brain(TeacherBrain, tmp_path, epochs=1)
-    brain.hparams.best_min_se = 5.0
+    brain.options.best_min_se = 5.0
     assert brain.selection_score({"score": 70.0, "se": 4.9}) == -1.0
     assert brain.selection_score({"score": 70.0, "se": 5.0}) == -1.0
     assert brain.selection_score({"score": 55.0, "se": 5.1}) == 55.0
     assert brain.selection_score({"score": float("nan"), "se": 9}) == -1.0
-    brain.hparams.best_min_se = None
+    brain.options.best_min_se = None
     assert brain.selection_score({"score": 70.0, "se": 0.0}) == 70.0
 
 
@@ -345,6 +345,6 @@ def test_best_checkpoint_needs_se_above_best_min_se(tmp_path):
 )
 def test_mixed_precision_is_the_default_on_cuda_only(given, expected):
     options = RunOptions.from_dictionary(given)
-    result = _with_cuda_precision(options, {"cuda_precision": "fp16"})
+    result = _with_cuda_precision(options, "fp16")
     assert result.get("precision") == expected
     assert result["device"] == given["device"]

@@ -29,6 +29,7 @@ def test_two_process_training_evaluates_like_one_process(tmp_path):
         f"--output_folder={out}",
         f"--synthetic_folder={tmp_path / 'synthetic'}",
         f"--prepare_folder={tmp_path / 'prepared'}",
+        "--use_pretrained=False",
         "--synthetic_recordings=8",
         "--duration=1.0",
         "--number_of_epochs=1",

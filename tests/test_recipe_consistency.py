@@ -17,11 +17,6 @@ PAPER_YAMLS = sorted((RECIPE / "hparams").glob("paper_*.yaml"))
 TRAINING_YAMLS = sorted(
     p for p in (RECIPE / "hparams").glob("*.yaml") if p not in PAPER_YAMLS
 )
-# Code that reads a recipe's hparams on its behalf.
-LIBRARY = [
-    REPO / "speechbrain_rsc" / "recipe.py",
-    REPO / "speechbrain_rsc" / "brains.py",
-]
 
 
 def registry_rows():
@@ -29,10 +24,11 @@ def registry_rows():
         return list(csv.DictReader(f))
 
 
-def test_registry_covers_every_training_yaml():
+def test_registry_covers_every_yaml_once():
     rows = registry_rows()
     listed = sorted(REPO / row["Hparam_file"] for row in rows)
-    assert listed == TRAINING_YAMLS
+    assert listed == sorted(TRAINING_YAMLS + PAPER_YAMLS)
+    assert {row["Task"] for row in rows} == {"SoundClassification"}
     for row in rows:
         for column in ("Script_file", "Data_prep_file", "Readme_file"):
             assert (REPO / row[column]).is_file(), row[column]
@@ -54,23 +50,97 @@ def script_of(yaml_file):
     return RECIPE / "train_teacher.py"
 
 
+# Run options SpeechBrain's own rule accepts in a YAML without a script
+# reading them.
+RUN_OPTION_KEYS = {
+    "debug",
+    "debug_batches",
+    "debug_epochs",
+    "device",
+    "cpu",
+    "data_parallel_backend",
+    "distributed_launch",
+    "distributed_backend",
+    "find_unused_parameters",
+    "jit_module_keys",
+    "auto_mix_prec",
+    "max_grad_norm",
+    "nonfinite_patience",
+    "noprogressbar",
+    "ckpt_interval_minutes",
+    "grad_accumulation_factor",
+    "optimizer_step_limit",
+}
+
+
+def keys_a_script_must_use(yaml_text):
+    """Top-level keys that no later ``!ref <key>`` of the YAML uses, read as
+    SpeechBrain's YAML-vs-script rule reads them: lines with ``!apply`` or
+    ``!!`` declare nothing to check, indented lines are sub-keys."""
+    keys = []
+    for line in yaml_text.splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        if ":" not in line and "- !ref" not in line:
+            continue
+        name = line[: line.find(":")]
+        if name[:1] not in (" ", "\t") and not (
+            "!!" in line or "!apply" in line
+        ):
+            keys.append(name)
+        if "!ref" in line:
+            for part in line.split("<")[1:]:
+                used = part[: part.find(">")].split("[")[0]
+                if used in keys:
+                    keys.remove(used)
+    return keys
+
+
+def script_uses(script_text, key):
+    """Whether a script visibly reads ``key`` (the same rule's patterns)."""
+    patterns = (
+        f'["{key}"]',
+        f"hparams.{key}",
+        f"modules.{key}",
+        f'attr(self.hparams, "{key}',
+        f'hparams.get("{key}',
+    )
+    return any(pattern in script_text for pattern in patterns)
+
+
 @pytest.mark.parametrize(
     "yaml_file", TRAINING_YAMLS + PAPER_YAMLS, ids=lambda p: p.stem
 )
-def test_every_top_level_key_is_used(yaml_file):
-    text = yaml_file.read_text(encoding="utf-8")
-    keys = re.findall(r"^([A-Za-z_][A-Za-z0-9_]*):", text, flags=re.M)
-    code = script_of(yaml_file).read_text()
-    code += "".join(p.read_text() for p in LIBRARY)
+def test_every_top_level_key_is_used_by_its_script_alone(yaml_file):
+    code = script_of(yaml_file).read_text(encoding="utf-8")
+    keys = keys_a_script_must_use(yaml_file.read_text(encoding="utf-8"))
     unused = [
         key
         for key in keys
-        if not key.startswith("__")
-        and f"<{key}>" not in text
-        and f'"{key}"' not in code
-        and f".{key}" not in code
+        if not script_uses(code, key) and key not in RUN_OPTION_KEYS
     ]
     assert unused == []
+
+
+def test_the_key_rule_reads_yaml_as_upstream_does():
+    text = (
+        "seed: 1\n__set_seed: !apply:f [!ref <seed>]\nused: 2\n"
+        "unused: 3\nmodel: !apply:g\n    opt: 1\nlater: !ref <x>\nx: 4\n"
+    )
+    assert keys_a_script_must_use(text) == ["used", "unused", "later", "x"]
+    assert script_uses('a = hparams["used"]', "used")
+    assert not script_uses("a = unused", "unused")
+
+
+def test_every_yaml_under_recipes_is_registered():
+    # SpeechBrain's recipe-list rule: each hparams YAML in a registry row.
+    listed = {REPO / row["Hparam_file"] for row in registry_rows()}
+    found = {
+        p
+        for p in (REPO / "recipes").rglob("*.yaml")
+        if "/results/" not in str(p) and "/models/" not in str(p)
+    }
+    assert found - listed == set()
 
 
 DEBUG_RUNS = [
@@ -81,23 +151,24 @@ DEBUG_RUNS = [
     ("train_teacher.py", "audio_clap.yaml"),
     ("train_teacher.py", "bts.yaml"),
     ("distill.py", "distill_cnn6.yaml"),
+    ("run_paper.py", "paper_icbhi.yaml"),
 ]
 
 
 @pytest.mark.parametrize("script, yaml_name", DEBUG_RUNS)
-def test_registry_debug_flags_run(script, yaml_name, tmp_path):
+def test_registry_debug_flags_run(script, yaml_name, tmp_path, monkeypatch):
+    """As SpeechBrain's runner: only --output_folder added, from another
+    working directory, which must stay untouched."""
     row = next(
         r for r in registry_rows() if r["Hparam_file"].endswith("/" + yaml_name)
     )
     out = tmp_path / "run"
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
     argv = [str(RECIPE / script), str(RECIPE / "hparams" / yaml_name)]
     argv += shlex.split(row["test_debug_flags"])
-    argv += [
-        f"--output_folder={out}",
-        f"--synthetic_folder={tmp_path / 'synthetic'}",
-        f"--prepare_folder={tmp_path / 'prepared'}",
-        "--noprogressbar",
-    ]
+    argv += [f"--output_folder={out}", "--noprogressbar"]
     old, sys.argv = sys.argv, argv
     try:
         runpy.run_path(argv[0], run_name="__main__")
@@ -106,6 +177,7 @@ def test_registry_debug_flags_run(script, yaml_name, tmp_path):
     expected = re.search(r"file_exists=\[(.*)\]", row["test_debug_checks"])
     for name in expected.group(1).split(","):
         assert (out / name).is_file(), name
+    assert list(cwd.iterdir()) == []
 
 
 # The reference trainings: BTS / Audio-CLAP use the BTS code, AST the

@@ -23,6 +23,7 @@ from speechbrain_rsc.provenance import ProvenanceMismatch
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "ICBHI"
 TINY = {
+    "use_pretrained": False,
     "synthetic_recordings": 12,
     "duration": 2.0,
     "number_of_epochs": 2,

@@ -12,7 +12,7 @@ from speechbrain_rsc.dataio import dataio_prep
 from speechbrain_rsc.provenance import ProvenanceMismatch, check_run
 from speechbrain_rsc.recipe import (
     PreparedData,
-    apply_protocol,
+    Protocol,
     evaluate_and_export,
     prepare_data,
     selection_set,
@@ -20,24 +20,19 @@ from speechbrain_rsc.recipe import (
 
 
 def test_empty_validation_split_names_the_real_cause(icbhi_sample, tmp_path):
-    hparams = {
-        "data_folder": str(icbhi_sample),
-        "synthetic_folder": None,
-        "synthetic_recordings": None,
-        "prepare_folder": str(tmp_path / "prepared"),
-        "sample_rate": 4000,
-        "duration": 1.0,
-        "pad": "repeat",
-        "valid_fraction": 0.15,
-        "split_seed": 1234,
-        "split_file": None,
-        "protocol": "validation",
-    }
-    apply_protocol(hparams)
-    data = prepare_data(hparams)
+    protocol = Protocol.named("validation", valid_fraction=0.15)
+    data = prepare_data(
+        data_folder=str(icbhi_sample),
+        prepare_folder=str(tmp_path / "prepared"),
+        sample_rate=4000,
+        duration=1.0,
+        pad="repeat",
+        valid_fraction=protocol.valid_fraction,
+        split_seed=1234,
+    )
     assert len(data.datasets["valid"]) == 0
     with pytest.raises(ValueError) as error:
-        selection_set(hparams, data)
+        selection_set(protocol, data)
     message = str(error.value)
     assert "valid_fraction is 0.15" in message
     assert "only 1 patient(s)" in message and "protocol: paper" in message
@@ -70,17 +65,10 @@ def test_non_finite_model_is_not_converged_and_not_scored(tmp_path):
     brain.modules["model"] = NaNNet()
     brain.checkpointer.recoverables["model"] = brain.modules["model"]
     brain.checkpointer.save_checkpoint(meta={"score": 1.0})
-    hparams = {
-        "output_folder": str(tmp_path / "run"),
-        "protocol": "validation",
-        "select_on": "valid",
-        "duration": 1.0,
-        "pad": "repeat",
-        "test_dataloader_opts": {"batch_size": 5},
-    }
     brain.hparams.epoch_counter.current = 1
     brain.modules["model"].backbone_config = {"name": "nan", "options": {}}
-    bank = evaluate_and_export(brain, data, hparams, {"role": "teacher"}, {})
+    out = str(tmp_path / "run")
+    bank = evaluate_and_export(brain, data, out, {"role": "teacher"}, {})
     assert bank.info["converged"] is False
     for split in ("train", "valid", "test"):
         assert math.isnan(bank.info["metrics"][split]["score"])
@@ -97,3 +85,22 @@ def test_provenance_check_lists_every_difference(tmp_path):
         "  - data.key: was 'a', now 'b'",
         "  - data.n: was 1, now 2",
     ]
+
+
+@pytest.mark.parametrize(
+    "name, valid_fraction, expected",
+    [
+        ("validation", 0.15, (0.15, "valid")),
+        ("paper", 0.15, (0.0, "test")),
+    ],
+)
+def test_protocol_decides_the_training_and_selection_splits(
+    name, valid_fraction, expected
+):
+    protocol = Protocol.named(name, valid_fraction)
+    assert (protocol.valid_fraction, protocol.select_on) == expected
+
+
+def test_unknown_protocol_is_refused():
+    with pytest.raises(ValueError, match="validation or paper, not 'test'"):
+        Protocol.named("test", 0.15)

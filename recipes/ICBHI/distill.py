@@ -22,15 +22,23 @@ import logging
 import sys
 
 import speechbrain as sb
+from hyperpyyaml import load_hyperpyyaml
+from speechbrain.utils.distributed import run_on_main
 
 from speechbrain_rsc.bank import read_manifest, stack_logits
-from speechbrain_rsc.brains import DistillBrain, TrainingDiverged
+from speechbrain_rsc.brains import (
+    BrainOptions,
+    DistillBrain,
+    TrainingDiverged,
+)
 from speechbrain_rsc.distillation import build_soft_labels, select_teachers
+from speechbrain_rsc.models import load_pretrained
 from speechbrain_rsc.provenance import teacher_identity
 from speechbrain_rsc.recipe import (
+    Protocol,
     evaluate_and_export,
     fit,
-    load_hparams,
+    log_weights,
     prepare_data,
     start_run,
 )
@@ -38,9 +46,9 @@ from speechbrain_rsc.recipe import (
 logger = logging.getLogger(__name__)
 
 
-def soft_labels_for(hparams, teachers, train_csv):
+def soft_labels_for(mode, teachers, train_csv, seed, noise_variance):
     """Check the teachers against the student's manifest and build the
-    training targets.
+    training targets of teacher mode ``mode``.
     """
     train_ids, _ = read_manifest(train_csv)
     teacher_logits = None
@@ -49,40 +57,57 @@ def soft_labels_for(hparams, teachers, train_csv):
             bank.check_manifest("train", train_ids)
         teacher_logits = stack_logits(teachers, "train", train_ids)
         logger.info(
-            "%s teacher from %s",
-            hparams["teacher_mode"],
-            ", ".join(b.name for b in teachers),
+            "%s teacher from %s", mode, ", ".join(b.name for b in teachers)
         )
-    options = {}
-    if hparams["teacher_mode"] == "noise":
-        options["variance"] = hparams["noise_variance"]
+    options = {"variance": noise_variance} if mode == "noise" else {}
     return build_soft_labels(
-        hparams["teacher_mode"],
-        train_ids,
-        teacher_logits,
-        seed=hparams["seed"],
-        **options,
+        mode, train_ids, teacher_logits, seed=seed, **options
     )
 
 
 if __name__ == "__main__":
     hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:])
     sb.utils.distributed.ddp_init_group(run_opts)  # no-op without torchrun
-    hparams = load_hparams(hparams_file, overrides)
-    data = prepare_data(hparams)
+    with open(hparams_file, encoding="utf-8") as fin:
+        hparams = load_hyperpyyaml(fin, overrides)
+    protocol = Protocol.named(hparams["protocol"], hparams["valid_fraction"])
+    # The pretrained weights the YAML declares: fetched (main process
+    # first), or an error saying how to get them.
+    run_on_main(load_pretrained, args=[hparams["modules"]["model"]])
+    load_pretrained(hparams["modules"]["model"])
+
+    data = prepare_data(
+        data_folder=hparams["data_folder"],
+        prepare_folder=hparams["prepare_folder"],
+        sample_rate=hparams["sample_rate"],
+        duration=hparams["duration"],
+        pad=hparams["pad"],
+        valid_fraction=protocol.valid_fraction,
+        split_seed=hparams["split_seed"],
+        split_file=hparams["split_file"],
+        synthetic_folder=hparams["synthetic_folder"],
+        synthetic_recordings=hparams["synthetic_recordings"],
+    )
     teachers = select_teachers(
         hparams["teacher_bank"],
         hparams["teacher_mode"],
         hparams["k"],
         seeds=hparams["teacher_seeds"],
-        curate_on=hparams["curate_on"],
+        curate_on=protocol.select_on,
         backbone=hparams["teacher_backbone"],
     )
-    soft_labels = soft_labels_for(hparams, teachers, data.manifests["train"])
+    soft_labels = soft_labels_for(
+        hparams["teacher_mode"],
+        teachers,
+        data.manifests["train"],
+        seed=hparams["seed"],
+        noise_variance=hparams["noise_variance"],
+    )
     # Refuses a folder whose checkpoints were made from other data or
     # other teachers.
     provenance = {"data": data.identity, "teachers": teacher_identity(teachers)}
-    start_run(hparams_file, overrides, hparams, provenance)
+    start_run(hparams_file, overrides, hparams["output_folder"], provenance)
+    log_weights(hparams["modules"]["model"])
 
     brain = DistillBrain(
         soft_labels,
@@ -91,21 +116,40 @@ if __name__ == "__main__":
         hparams=hparams,
         run_opts=run_opts,
         checkpointer=hparams["checkpointer"],
+        options=BrainOptions(
+            lr_schedule=hparams["lr_schedule"],
+            train_logger=hparams["train_logger"],
+            test_loader_kwargs=hparams["test_dataloader_opts"],
+            channels_last=hparams.get("channels_last", False),
+            ma_beta=hparams["ma_beta"],
+            best_min_se=hparams["best_min_se"],
+            cuda_precision=hparams["cuda_precision"],
+        ),
     )
     info = {
         "role": "student",
         "backbone": hparams["backbone"],
         "seed": hparams["seed"],
+        "protocol": protocol.name,
+        "select_on": protocol.select_on,
+        "duration": hparams["duration"],
+        "pad": hparams["pad"],
         "teacher_mode": hparams["teacher_mode"],
         "teacher_backbone": hparams["teacher_backbone"] if teachers else None,
         "teacher_seeds": [b.info.get("seed") for b in teachers],
         "converged": True,
     }
     try:
-        fit(brain, data, hparams)
+        fit(
+            brain,
+            hparams["epoch_counter"],
+            data,
+            protocol,
+            hparams["train_dataloader_opts"],
+        )
     except TrainingDiverged as error:
         # The paper's raw-logits ablation "fails to converge": report the
         # best checkpoint kept before divergence instead of crashing.
         logger.warning("training diverged: %s", error)
         info["converged"] = False
-    evaluate_and_export(brain, data, hparams, info, provenance)
+    evaluate_and_export(brain, data, hparams["output_folder"], info, provenance)

@@ -38,7 +38,7 @@ from speechbrain_rsc.distillation import select_teachers
 from speechbrain_rsc.ensemble import sweep, write_csv
 from speechbrain_rsc.provenance import check_run, teacher_identity
 from speechbrain_rsc.recipe import (
-    apply_protocol,
+    Protocol,
     prepare_data,
     read_plain_hparams,
 )
@@ -56,6 +56,7 @@ PREPARE_KEYS = (
     "duration",
     "pad",
     "valid_fraction",
+    "protocol",
     "split_seed",
 )
 
@@ -95,10 +96,27 @@ def run(script, hparams_file, output_folder, options, label, threads):
 
 def run_hparams(hparams_file, output_folder, options):
     """The plain hparams a run will see (no object is built)."""
-    return apply_protocol(
-        read_plain_hparams(
-            hparams_file, {**options, "output_folder": output_folder}
-        )
+    return read_plain_hparams(
+        hparams_file, {**options, "output_folder": output_folder}
+    )
+
+
+def prepare_run_data(plain):
+    """Prepare the data a run of plain hparams ``plain`` will read, as its
+    script does.
+    """
+    protocol = Protocol.named(plain["protocol"], plain["valid_fraction"])
+    return prepare_data(
+        data_folder=plain["data_folder"],
+        prepare_folder=plain["prepare_folder"],
+        sample_rate=plain["sample_rate"],
+        duration=plain["duration"],
+        pad=plain["pad"],
+        valid_fraction=protocol.valid_fraction,
+        split_seed=plain["split_seed"],
+        split_file=plain["split_file"],
+        synthetic_folder=plain["synthetic_folder"],
+        synthetic_recordings=plain["synthetic_recordings"],
     )
 
 
@@ -123,7 +141,9 @@ def check_finished(job, prepared):
             hparams["teacher_mode"],
             hparams["k"],
             seeds=hparams["teacher_seeds"],
-            curate_on=hparams["curate_on"],
+            curate_on=Protocol.named(
+                hparams["protocol"], hparams["valid_fraction"]
+            ).select_on,
             backbone=hparams["teacher_backbone"],
         )
         provenance["teachers"] = teacher_identity(teachers)
@@ -271,7 +291,7 @@ def main(argv):
     def prepared(plain):
         options = tuple(str(plain[key]) for key in PREPARE_KEYS)
         if options not in cache:
-            data = cache[options] = prepare_data(plain)
+            data = cache[options] = prepare_run_data(plain)
             counts = "/".join(
                 str(data.identity["cycles"][s]["count"])
                 for s in ("train", "valid", "test")
