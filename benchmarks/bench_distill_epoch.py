@@ -21,13 +21,13 @@ import statistics
 import tempfile
 
 import torch
-from bench_train_throughput import (
-    add_common_options,
+from common import parse_for_device, print_environment, print_table
+from training import (
+    CPU_DEFAULTS,
+    GPU_DEFAULTS,
+    add_training_options,
     build_student,
-    parse_for_device,
     prepare_synthetic,
-    print_environment,
-    print_table,
     run_brain,
 )
 
@@ -47,12 +47,12 @@ def teacher_bank_targets(train_csv, k, mode, seed=0):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    add_common_options(parser)
+    add_training_options(parser)
     parser.set_defaults(epochs=1)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--k", type=int, default=5, help="teachers")
     parser.add_argument("--mode", default="mean", help="teacher_mode")
-    args, device = parse_for_device(parser)
+    args, device = parse_for_device(parser, CPU_DEFAULTS, GPU_DEFAULTS)
 
     from speechbrain_rsc.brains import DistillBrain, TeacherBrain
     from speechbrain_rsc.dataio import dataio_prep

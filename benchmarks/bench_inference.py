@@ -7,7 +7,9 @@ For CNN6 (16 kHz) and, when ``speechbrain_rsc.models.clap`` exists, BTS
 the median time of a batch of 1 (latency) and cycles per second at a
 larger batch (throughput), in eval mode under ``torch.no_grad``. The
 ensemble members differ (one seed each); the fused and sequential
-ensembles are checked to agree (the last column). The student is
+ensembles are checked to agree (the last column), and the fused row
+says how each batch size was evaluated (``FusedEnsemble.strategy``:
+``vmap`` or ``loop``). The student is
 prepared for inference as ``rsc-classify`` prepares it
 (``speechbrain_rsc.models.folding.for_inference``); the sequential
 ensemble is the members as trained.
@@ -25,8 +27,9 @@ import statistics
 import time
 
 import torch
-from bench_train_throughput import (
+from common import (
     AMP_DTYPES,
+    add_device_options,
     parse_for_device,
     print_environment,
     print_table,
@@ -144,8 +147,10 @@ def bench_family(label, members, sample_rate, args, device, with_prompts):
             ]
         )
     fused = models[2][2]
-    if not fused.use_vmap:
-        rows[-1][0] += " (loop fallback)"
+    rows[-1][0] += (
+        f" ({fused.strategy(1, device)} at 1, "
+        f"{fused.strategy(args.batch, device)} at {args.batch})"
+    )
     return rows
 
 
@@ -158,7 +163,7 @@ def vmap_batch(text):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--device", default=None, help="default: cuda if any")
+    add_device_options(parser)
     parser.add_argument("--k", type=int, default=5, help="ensemble members")
     parser.add_argument("--duration", type=float, default=8.0)
     parser.add_argument(
@@ -187,12 +192,6 @@ def main():
         choices=["full", "tiny", "off"],
         default=None,
         help="BTS size (CPU tiny, GPU full)",
-    )
-    parser.add_argument(
-        "--precision", choices=sorted(AMP_DTYPES), default="fp32"
-    )
-    parser.add_argument(
-        "--threads", type=int, default=1, help="torch CPU threads (0: all)"
     )
     args, device = parse_for_device(parser, CPU_DEFAULTS, GPU_DEFAULTS)
     if device.type == "cuda":

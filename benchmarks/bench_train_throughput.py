@@ -10,8 +10,6 @@ the plain loop reads the same files once into memory and iterates a
 warm-up; throughput is cycles per second over the timed epochs (training
 only, no validation). Target: the Brain at 0.9x the plain loop or better.
 
-The other benchmarks import the helpers of this file.
-
 Run from the repository root::
 
     python benchmarks/bench_train_throughput.py            # small, CPU
@@ -21,137 +19,27 @@ Run from the repository root::
 
 import argparse
 import csv
-import datetime
-import logging
-import os
-import platform
 import statistics
 import tempfile
 import time
-from pathlib import Path
 
 import soundfile
 import torch
-
-# Small enough for a shared CPU; the GPU defaults are the paper's sizes.
-CPU_DEFAULTS = {"channels": (16, 32, 64, 128), "recordings": 12}
-GPU_DEFAULTS = {"channels": (64, 128, 256, 512), "recordings": 60}
-
-
-# ---------------------------------------------------------------- helpers
-
-
-def quiet_logs():
-    """Warnings and errors only: the benchmarks print their own table."""
-    logging.basicConfig(level=logging.WARNING)
-    logging.disable(logging.INFO)
-
-
-def pick_device(name):
-    """``name``, or CUDA when present, else CPU."""
-    if name:
-        return torch.device(name)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def parse_for_device(parser, cpu_defaults=None, gpu_defaults=None):
-    """Parse the options, quiet the logs, pick the device and fill the
-    options left unset with its defaults (this file's, unless given).
-
-    Returns
-    -------
-    args : argparse.Namespace
-    device : torch.device
-    """
-    args = parser.parse_args()
-    quiet_logs()
-    device = pick_device(args.device)
-    if device.type == "cuda":
-        defaults = GPU_DEFAULTS if gpu_defaults is None else gpu_defaults
-    else:
-        defaults = CPU_DEFAULTS if cpu_defaults is None else cpu_defaults
-    for key, value in defaults.items():
-        if getattr(args, key, None) is None:
-            setattr(args, key, value)
-    if device.type == "cpu" and args.threads:
-        torch.set_num_threads(args.threads)
-    return args, device
-
-
-def cpu_model():
-    """The CPU's model name (``/proc/cpuinfo`` on Linux)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def machine(device):
-    """CPU (and GPU) of this machine, as one table cell."""
-    cpu = f"{cpu_model()} ({os.cpu_count()} CPUs)"
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)}; {cpu}"
-    return f"{cpu}, {torch.get_num_threads()} torch threads"
-
-
-def print_environment(device):
-    """The date, machine and torch version, as a Markdown table."""
-    print("| date | machine | torch |")
-    print("| --- | --- | --- |")
-    now = datetime.datetime.now().isoformat(timespec="minutes")
-    print(f"| {now} | {machine(device)} | {torch.__version__} |\n")
-
-
-def print_table(header, rows, header_row=True):
-    """A Markdown table; the first column left-aligned, the rest right.
-    ``header_row=False`` continues a table already printed.
-    """
-    if header_row:
-        print("| " + " | ".join(header) + " |")
-        print("| --- |" + " ---: |" * (len(header) - 1))
-    for row in rows:
-        print("| " + " | ".join(_cell(v) for v in row) + " |")
-
-
-def _cell(value):
-    """Floats to 3 significant digits, without exponents."""
-    if not isinstance(value, float):
-        return str(value)
-    if abs(value) >= 100:
-        return f"{value:.0f}"
-    return f"{value:.3g}"
-
-
-def synchronize(device):
-    """Wait for the device's queued work (timings on CUDA)."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def prepare_synthetic(work, recordings, duration, sample_rate=16000):
-    """Write and prepare a synthetic ICBHI database under ``work``.
-
-    Returns
-    -------
-    dict
-        ``train``, ``valid``, ``test`` manifest paths.
-    """
-    from speechbrain_rsc.data.prepare import prepare_icbhi
-    from speechbrain_rsc.data.synthetic import make_synthetic_icbhi
-
-    data = make_synthetic_icbhi(Path(work) / "synthetic", recordings)
-    outputs = prepare_icbhi(
-        data,
-        Path(work) / "prepared",
-        sample_rate=sample_rate,
-        duration=duration,
-    )
-    return {s: outputs[s] for s in ("train", "valid", "test")}
+from common import (
+    AMP_DTYPES,
+    parse_for_device,
+    print_environment,
+    print_table,
+    synchronize,
+)
+from training import (
+    CPU_DEFAULTS,
+    GPU_DEFAULTS,
+    add_training_options,
+    build_student,
+    prepare_synthetic,
+    run_brain,
+)
 
 
 def read_cycles(csv_path):
@@ -172,80 +60,6 @@ def read_cycles(csv_path):
         paths = [row["wav"] for row in csv.DictReader(f)]
     wavs = [soundfile.read(p, dtype="float32")[0] for p in paths]
     return ids, torch.stack([torch.from_numpy(w) for w in wavs]), labels
-
-
-def build_student(channels, seed=0):
-    """A CNN6 with SpecAugment, as the recipe trains it."""
-    from speechbrain_rsc.models import build_backbone
-
-    torch.manual_seed(seed)
-    return build_backbone(
-        "cnn6", {"channels": list(channels), "spec_augment": True}
-    )
-
-
-def timed_brain_class(base):
-    """``base`` (an RSCBrain) recording the wall time of its train epochs."""
-
-    class Timed(base):
-        def on_stage_start(self, stage, epoch=None):
-            super().on_stage_start(stage, epoch)
-            synchronize(self.device)
-            self.epoch_start = time.perf_counter()
-
-        def on_stage_end(self, stage, stage_loss, epoch=None):
-            synchronize(self.device)
-            self.epoch_times.append(time.perf_counter() - self.epoch_start)
-            super().on_stage_end(stage, stage_loss, epoch)
-
-    Timed.__name__ = f"Timed{base.__name__}"
-    return Timed
-
-
-def run_brain(cls, model, train_set, args, device, *brain_args):
-    """Train ``model`` with Brain class ``cls`` for 1 + ``args.epochs``
-    epochs.
-
-    Returns
-    -------
-    list of float
-        Seconds of the timed epochs (the warm-up dropped).
-    """
-    from speechbrain.utils.epoch_loop import EpochCounter
-
-    from speechbrain_rsc.schedules import CosineAnnealing
-
-    epochs = 1 + args.epochs
-    brain = timed_brain_class(cls)(
-        *brain_args,
-        modules={"model": model},
-        opt_class=lambda params: torch.optim.Adam(params, lr=1e-3),
-        hparams={
-            "seed": 1,
-            "lr_schedule": CosineAnnealing(1e-3, epochs),
-            "epoch_counter": EpochCounter(epochs),
-            "channels_last": args.channels_last,
-        },
-        run_opts={
-            "device": str(device),
-            "noprogressbar": True,
-            "precision": args.precision,
-        },
-    )
-    brain.epoch_times = []
-    brain.fit(
-        brain.hparams.epoch_counter,
-        train_set,
-        train_loader_kwargs={
-            "batch_size": args.batch_size,
-            "shuffle": True,
-            "num_workers": args.num_workers,
-        },
-    )
-    return brain.epoch_times[1:]
-
-
-AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def run_plain(model, wavs, labels, args, device):
@@ -292,49 +106,11 @@ def run_plain(model, wavs, labels, args, device):
     return times[1:]
 
 
-def add_common_options(parser):
-    """Options of the training benchmarks."""
-    parser.add_argument("--device", default=None, help="default: cuda if any")
-    parser.add_argument(
-        "--recordings",
-        type=int,
-        default=None,
-        help="synthetic recordings (CPU 12, GPU 60)",
-    )
-    parser.add_argument("--duration", type=float, default=8.0)
-    parser.add_argument("--batch_size", type=int, default=16)
-    parser.add_argument("--epochs", type=int, default=2, help="timed epochs")
-    parser.add_argument(
-        "--channels",
-        type=int,
-        nargs=4,
-        default=None,
-        help="CNN6 widths (CPU 16 32 64 128, GPU 64 128 256 512)",
-    )
-    parser.add_argument("--num_workers", type=int, default=0)
-    parser.add_argument(
-        "--precision", choices=sorted(AMP_DTYPES), default="fp32"
-    )
-    parser.add_argument(
-        "--threads", type=int, default=1, help="torch CPU threads (0: all)"
-    )
-    parser.add_argument(
-        "--channels_last",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="NHWC model in both loops (the recipe's CNN6 setting)",
-    )
-    parser.add_argument("--work", type=Path, default=None)
-
-
-# ------------------------------------------------------------------- main
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    add_common_options(parser)
+    add_training_options(parser)
     parser.add_argument("--repeats", type=int, default=1)
-    args, device = parse_for_device(parser)
+    args, device = parse_for_device(parser, CPU_DEFAULTS, GPU_DEFAULTS)
 
     from speechbrain_rsc.brains import TeacherBrain
     from speechbrain_rsc.dataio import dataio_prep

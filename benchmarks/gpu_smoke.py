@@ -1,17 +1,18 @@
 """One training epoch of CNN6 and BTS on a full-scale synthetic ICBHI set.
 
-Prints a Markdown table: device, backbone, precision, batch size, train
-cycles/s over the epoch, evaluation cycles/s, peak GPU memory. Run through
+Prints the date, machine and torch version, then a Markdown table:
+backbone, precision, batch size, train cycles/s over the epoch, evaluation
+cycles/s, peak GPU memory. Run through
 ``benchmarks/gpu_smoke.sh`` on a lent GPU; ``--recordings 20 --device cpu``
 checks it on a laptop.
 """
 
 import argparse
 import os
-import platform
 import time
 
 import torch
+from common import print_environment, print_table
 from hyperpyyaml import load_hyperpyyaml
 
 from speechbrain_rsc.brains import TeacherBrain
@@ -37,6 +38,7 @@ def one_epoch(name, data, out, device, precision, workers, max_batches):
         "number_of_epochs": 1,
         "batch_size": batch,
         "num_workers": workers,
+        "use_pretrained": False,  # throughput only: random weights
     }
     with open(os.path.join(HPARAMS, yaml_file), encoding="utf-8") as f:
         hparams = load_hyperpyyaml(f, overrides)
@@ -120,11 +122,6 @@ def main():
         start = time.perf_counter()
         make_synthetic_icbhi(data, recordings=args.recordings, seed=0)
         print(f"synthetic data: {time.perf_counter() - start:.0f} s")
-    name = (
-        torch.cuda.get_device_name()
-        if args.device.startswith("cuda")
-        else platform.processor() or platform.machine()
-    )
     rows = []
     for backbone in args.backbones:
         rows.append(
@@ -139,18 +136,31 @@ def main():
             )
         )
         print(rows[-1], flush=True)
-    print(f"\n{time.strftime('%Y-%m-%d')}, {name}, torch {torch.__version__}")
-    print(
-        "| backbone | precision | batch | train cycles | train cycles/s "
-        "| eval cycles/s | peak GPU memory (GiB) |"
+    print()
+    print_environment(torch.device(args.device))
+    print_table(
+        [
+            "backbone",
+            "precision",
+            "batch",
+            "train cycles",
+            "train cycles/s",
+            "eval cycles/s",
+            "peak GPU memory (GiB)",
+        ],
+        [
+            [
+                row["backbone"],
+                args.precision,
+                row["batch"],
+                row["train_cycles"],
+                row["train_cycles_per_s"],
+                row["eval_cycles_per_s"],
+                row["peak_gib"],
+            ]
+            for row in rows
+        ],
     )
-    print("|---|---|---|---|---|---|---|")
-    for row in rows:
-        print(
-            f"| {row['backbone']} | {args.precision} | {row['batch']} "
-            f"| {row['train_cycles']} | {row['train_cycles_per_s']:.0f} "
-            f"| {row['eval_cycles_per_s']:.0f} | {row['peak_gib']:.1f} |"
-        )
 
 
 if __name__ == "__main__":

@@ -1,39 +1,45 @@
 """An ensemble of k members of one architecture evaluated as one module.
 
-:class:`FusedEnsemble` stacks the members' parameters and buffers
-(``torch.func.stack_module_state``) and runs one copy of the network over
-all of them at once with ``torch.vmap`` and ``torch.func.functional_call``:
-a convolution of k members becomes one grouped convolution, a linear layer
-one batched matrix product. It returns what
-:class:`speechbrain_rsc.brains.EnsembleModel` returns, to float rounding.
+:class:`FusedEnsemble` returns what
+:class:`~speechbrain_rsc.brains.EnsembleModel` returns, to float rounding,
+in less time. It is built in four steps, each in one place:
 
-The front end (Kaldi fbank of the CNNs and AST, CLAP's log-mel of
-Audio-CLAP and BTS) is parameter-free and the same for every member: it is
-computed once and only the network after it is vmapped. This relies on
-the backbones' convention that ``forward`` passes its waveforms through
-``self.front_end(wavs)`` (fbank backbones) or ``self.features(wavs,
-lens)`` (CLAP family) before anything else; the vmapped copy gets a
-pass-through in that slot and is fed the features.
+1. :func:`architecture_mismatch`: the members must share one network
+   (class, configuration, tensor names and shapes, settings).
+2. :func:`shared_front_end`: the parameter-free front end (Kaldi fbank of
+   the CNNs and AST, CLAP's log-mel of Audio-CLAP and BTS) is the same for
+   every member, so it is computed once, outside the members.
+3. :func:`~speechbrain_rsc.models.folding.fold_batch_norms`: the batch
+   norms a backbone declares foldable are folded into their convolutions.
+4. :func:`stack_members`: one copy of the network after the front end
+   holds the members' parameters and buffers stacked, ``[k, ...]``
+   (``torch.func.stack_module_state``).
 
-Eval mode only: BatchNorm uses its running statistics (stacked buffers),
-dropout and SpecAugment are off. Batch norms that a backbone declares
-foldable are folded into their convolutions first
-(:mod:`speechbrain_rsc.models.folding`). Should ``vmap`` fail on an
-architecture (data-dependent control flow, an operator without a batching
-rule), the members are evaluated one after another from the same stacked
-state, with a warning logged once.
+Each call evaluates that network with ``torch.func.functional_call`` in
+one of two ways, which :meth:`FusedEnsemble.strategy` picks from the
+backbone, the device and the batch size:
 
-vmap or one after another (``benchmarks/bench_inference.py``, k=5, 8-s
-cycles): for the transformers (BTS, AST) vmap wins at every batch size.
-For the convolutional backbones it makes each convolution of the k
-members one grouped convolution, which is slower than k ordinary ones on
-CPU (all batch sizes) and on a GPU past batch 1 (CNN6 on an H200: 1.4x
-faster than sequential at batch 1, 2.4x slower at batch 64). So by default
-(``max_vmap_batch="auto"``) a convolutional ensemble is vmapped only for
-single cycles on CUDA and otherwise runs member by member, still faster
+- ``"vmap"``: all members at once, ``torch.vmap`` over the stacked
+  tensors; a convolution of k members becomes one grouped convolution, a
+  linear layer one batched matrix product.
+- ``"loop"``: member by member, each with its slice of the stacked
+  tensors.
+
+Which is faster (``benchmarks/bench_inference.py``, k=5, 8-s cycles): for
+the transformers (BTS, AST) vmap, at every batch size. For the
+convolutional backbones the grouped convolutions of vmap are slower than
+k ordinary ones on CPU (all batch sizes) and on a GPU past batch 1 (CNN6
+on an H200: 1.4x faster than sequential at batch 1, 2.4x slower at batch
+64). So by default (``max_vmap_batch="auto"``) a convolutional ensemble is
+vmapped only for single cycles on CUDA and otherwise loops, still faster
 than the sequential ensemble: front end once, batch norms folded, and
-channels-last convolution weights (each member's slice of the stacked
-weights is stored channels-last).
+channels-last convolution weights.
+
+Every backbone of :mod:`speechbrain_rsc.models` can be vmapped. A network
+that cannot (data-dependent control flow, ``.item()``) raises torch's
+error with the way out, ``max_vmap_batch=0``; it never switches to the
+loop by itself. Eval mode only: batch norms use their running statistics,
+dropout and SpecAugment are off.
 
 Example
 -------
@@ -66,18 +72,16 @@ from speechbrain_rsc.models.folding import (
 
 logger = logging.getLogger(__name__)
 
-# Attribute of a shared front end -> whether the member's forward gives it
-# ``lens`` (``features(wavs, lens)``) or not (``front_end(wavs)``).
+# Where the backbones keep their front end -> whether their forward gives
+# it ``lens``: ``front_end(wavs)`` (FbankFrontEnd of CNN6, ResNet18,
+# EfficientNet-B0, AST) or ``features(wavs, lens)`` (ClapFeatures of
+# Audio-CLAP and BTS). Their forward passes the waveforms through it
+# before anything else.
 FRONT_ENDS = {"front_end": False, "features": True}
 _PLAIN_TYPES = (bool, int, float, str)
 
 
-class _PassThrough(torch.nn.Module):
-    """Stands in for the shared front end: returns what it is given."""
-
-    def forward(self, x, *args, **kwargs):
-        """``x`` unchanged."""
-        return x
+# ------------------------------------------------------ one architecture
 
 
 def _settings(module):
@@ -100,6 +104,11 @@ def _same_value(a, b):
     if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
         return False
     return a == b
+
+
+def _describe(tensor):
+    dtype = str(tensor.dtype).replace("torch.", "")
+    return f"{dtype} {list(tensor.shape)}"
 
 
 def architecture_mismatch(members):
@@ -160,9 +169,7 @@ def architecture_mismatch(members):
     return None
 
 
-def _describe(tensor):
-    dtype = str(tensor.dtype).replace("torch.", "")
-    return f"{dtype} {list(tensor.shape)}"
+# ------------------------------------------------------- front end once
 
 
 def shared_front_end(members):
@@ -196,6 +203,17 @@ def shared_front_end(members):
     return None
 
 
+class _PassThrough(torch.nn.Module):
+    """Stands in for the shared front end: returns what it is given."""
+
+    def forward(self, x, *args, **kwargs):
+        """``x`` unchanged."""
+        return x
+
+
+# ------------------------------------------------------- stacked network
+
+
 def _channels_last_members(stacked):
     """``[k, out, in, h, w]`` with each ``[i]`` channels-last.
 
@@ -211,29 +229,78 @@ def _channels_last_members(stacked):
     return result.copy_(stacked)
 
 
-class _StackedState(torch.nn.Module):
-    """The members' stacked tensors as buffers (moved by ``.to()``).
+def stack_members(members, front_end_name=None, channels_last=False):
+    """One copy of the members' network holding all their tensors.
 
-    Buffer names cannot hold dots, so ``a.b.weight`` is kept as
-    ``a/b/weight``. With ``channels_last``, stacked convolution weights
-    ``[k, out, in, h, w]`` are laid out so that each member's slice is a
-    channels-last tensor.
+    Each parameter and buffer of the copy is the members' stacked
+    ``[k, ...]``, so the copy is evaluated through
+    ``torch.func.functional_call`` with one member's slice (or, under
+    ``torch.vmap``, all of them) and cannot be called directly. Being a
+    module, it moves with ``.to()`` and is in ``state_dict()``.
+
+    Arguments
+    ---------
+    members : list of torch.nn.Module
+        Of one architecture (:func:`architecture_mismatch`).
+    front_end_name : str, optional
+        A child replaced by a pass-through; its tensors are not stacked.
+    channels_last : bool
+        Store each member's slice of the convolution weights
+        ``[k, out, in, h, w]`` channels-last.
+
+    Returns
+    -------
+    torch.nn.Module
+        In eval mode.
+
+    Example
+    -------
+    >>> members = [torch.nn.Linear(3, 4) for _ in range(2)]
+    >>> network = stack_members(members)
+    >>> network.weight.shape
+    torch.Size([2, 4, 3])
+    >>> one = {"weight": network.weight[1], "bias": network.bias[1]}
+    >>> x = torch.randn(5, 3)
+    >>> torch.allclose(functional_call(network, one, (x,)), members[1](x))
+    True
     """
+    network = copy.deepcopy(members[0]).eval()
+    if front_end_name is not None:
+        setattr(network, front_end_name, _PassThrough())
+    slots = _tensor_slots(network)
+    aliases = [*network.named_parameters(remove_duplicate=False)]
+    aliases += [*network.named_buffers(remove_duplicate=False)]
+    if len(aliases) != len(slots):
+        raise ValueError(
+            f"{type(network).__name__} shares tensors between modules, "
+            "which stacking would untie: use EnsembleModel"
+        )
+    params, buffers = stack_module_state(members)
+    stacked = {**params, **buffers}
+    for name, owner, attribute in slots:
+        tensor = stacked[name].detach()
+        if channels_last and tensor.dim() == 5:
+            tensor = _channels_last_members(tensor)
+        if isinstance(getattr(owner, attribute), torch.nn.Parameter):
+            tensor = torch.nn.Parameter(tensor, requires_grad=False)
+        setattr(owner, attribute, tensor)
+    return network
 
-    def __init__(self, tensors, channels_last=False):
-        super().__init__()
-        for name, tensor in tensors.items():
-            if channels_last and tensor.dim() == 5:
-                tensor = _channels_last_members(tensor)
-            self.register_buffer(name.replace(".", "/"), tensor)
 
-    def tensors(self):
-        """Member-state name -> stacked tensor ``[k, ...]``."""
-        return {n.replace("/", "."): t for n, t in self.named_buffers()}
+def _tensor_slots(network):
+    """``(name, owning module, attribute)`` of each parameter and buffer."""
+    slots = []
+    for name, _ in [*network.named_parameters(), *network.named_buffers()]:
+        path, _, attribute = name.rpartition(".")
+        slots.append((name, network.get_submodule(path), attribute))
+    return slots
+
+
+# -------------------------------------------------------- the ensemble
 
 
 class FusedEnsemble(torch.nn.Module):
-    """k members of one architecture evaluated as one vmapped module.
+    """k members of one architecture evaluated as one module.
 
     Same interface as :class:`speechbrain_rsc.brains.EnsembleModel`:
     ``forward(wavs, lens, prompts)`` gives the mean logits (by
@@ -246,17 +313,14 @@ class FusedEnsemble(torch.nn.Module):
     members : list of torch.nn.Module
         Trained backbones of one class and configuration (see
         :func:`architecture_mismatch`), on one device.
-    use_vmap : bool
-        Evaluate the members at once with ``torch.vmap`` (within
-        ``max_vmap_batch``); ``False`` evaluates them one after another
-        (as the fallback does).
     chunk_size : int, optional
         Members per vmapped call (``torch.vmap``'s ``chunk_size``), to
         bound memory; ``None``: all at once.
     max_vmap_batch : int or None or "auto"
-        Batches of more cycles go through the members one after another
-        (the front end still computed once); ``None``: always vmap.
-        ``"auto"``: 1 on CUDA and 0 on CPU for a convolutional backbone
+        The largest batch evaluated with ``torch.vmap``; larger ones go
+        member by member (the front end still computed once). ``None``:
+        always vmap; ``0``: never. ``"auto"``: 1 on CUDA and 0 elsewhere
+        for a convolutional backbone
         (:func:`~speechbrain_rsc.models.folding.is_convolutional`), else
         ``None`` (see the module's notes).
 
@@ -276,9 +340,7 @@ class FusedEnsemble(torch.nn.Module):
     True
     """
 
-    def __init__(
-        self, members, use_vmap=True, chunk_size=None, max_vmap_batch="auto"
-    ):
+    def __init__(self, members, chunk_size=None, max_vmap_batch="auto"):
         super().__init__()
         members = list(members)
         problem = architecture_mismatch(members)
@@ -287,76 +349,35 @@ class FusedEnsemble(torch.nn.Module):
                 f"FusedEnsemble needs members of one architecture: {problem}"
                 " (use make_ensemble to fall back to EnsembleModel)"
             )
-        rates = {getattr(m, "sample_rate", None) for m in members}
-        self.sample_rate = rates.pop()
+        if not (
+            max_vmap_batch is None
+            or max_vmap_batch == "auto"
+            or (isinstance(max_vmap_batch, int) and max_vmap_batch >= 0)
+        ):
+            raise ValueError(
+                "max_vmap_batch must be an int >= 0, None or 'auto', not "
+                f"{max_vmap_batch!r}"
+            )
+        self.sample_rate = getattr(members[0], "sample_rate", None)
         self.k = len(members)
-        self.use_vmap = use_vmap
         self.chunk_size = chunk_size
         self.max_vmap_batch = max_vmap_batch
         self.front_end_name = shared_front_end(members)
-        if has_folds(members[0]):
-            members = [fold_batch_norms(m) for m in members]
-        template = copy.deepcopy(members[0])
-        self.shared_front_end = None
+        self.front_end = None
         if self.front_end_name is not None:
             front_end = getattr(members[0], self.front_end_name)
-            self.shared_front_end = copy.deepcopy(front_end)
-            setattr(template, self.front_end_name, _PassThrough())
-        # The network's structure only: its tensors come from the stack.
-        # Kept out of the module tree so that .to() and state_dict() skip it.
-        self.__dict__["_template"] = template.to("meta").eval()
-        self.convolutional = is_convolutional(template)
-        params, buffers = stack_module_state(members)
-        skip = f"{self.front_end_name}." if self.front_end_name else None
-        self.stacked = _StackedState(
-            {
-                name: tensor.detach()
-                for name, tensor in {**params, **buffers}.items()
-                if skip is None or not name.startswith(skip)
-            },
-            channels_last=self.convolutional,
+            self.front_end = copy.deepcopy(front_end)
+        if has_folds(members[0]):
+            members = [fold_batch_norms(m) for m in members]
+        self.convolutional = is_convolutional(members[0])
+        self.network = stack_members(
+            members, self.front_end_name, channels_last=self.convolutional
         )
-        self._warned = False
+        # Found once: walking the network on every call took 1.2 ms for
+        # the full BTS, these look-ups 0.45 ms (its fused latency on an
+        # H200: 38 ms).
+        self._stacked_slots = _tensor_slots(self.network)
         self.eval()
-
-    @classmethod
-    def from_members(cls, members, **kwargs):
-        """A fused ensemble of ``members`` (see the class arguments)."""
-        return cls(members, **kwargs)
-
-    def _features(self, wavs, lens):
-        if self.shared_front_end is None:
-            return wavs
-        if FRONT_ENDS[self.front_end_name]:
-            return self.shared_front_end(wavs, lens)
-        return self.shared_front_end(wavs)
-
-    def member_logits(self, wavs, lens=None, prompts=None):
-        """Each member's logits, ``[k, batch, 4]``."""
-        if self.training:
-            raise RuntimeError(
-                "FusedEnsemble evaluates trained members in eval mode only: "
-                "call .eval() (train the members one by one)"
-            )
-        feats = self._features(wavs, lens)
-        state = self.stacked.tensors()
-
-        def member(member_state):
-            return functional_call(
-                self._template, member_state, (feats, lens, prompts)
-            )
-
-        limit = self.vmap_limit(wavs.device)
-        if self.use_vmap and (limit is None or len(wavs) <= limit):
-            try:
-                return torch.vmap(member, chunk_size=self.chunk_size)(state)
-            except torch.OutOfMemoryError:
-                raise
-            except Exception as error:  # any vmap failure
-                logits = self._one_by_one(member, state)
-                self._fall_back(error)
-                return logits
-        return self._one_by_one(member, state)
 
     def vmap_limit(self, device):
         """The largest batch vmapped on ``device`` (``None``: any).
@@ -376,24 +397,69 @@ class FusedEnsemble(torch.nn.Module):
             return None
         return 1 if torch.device(device).type == "cuda" else 0
 
-    def _one_by_one(self, member, state):
-        return torch.stack(
-            [member({n: t[i] for n, t in state.items()}) for i in range(self.k)]
-        )
+    def strategy(self, batch_size, device):
+        """``"vmap"`` or ``"loop"``: how a batch of ``batch_size`` cycles
+        on ``device`` is evaluated (by :meth:`vmap_limit`).
 
-    def _fall_back(self, error):
-        """The loop worked where vmap did not: keep to it, say so once."""
-        self.use_vmap = False
-        if not self._warned:
-            self._warned = True
-            logger.warning(
-                "FusedEnsemble: torch.vmap cannot evaluate %s members "
-                "(%s: %s); evaluating the %d members one after another",
-                type(self._template).__name__,
-                type(error).__name__,
-                str(error).splitlines()[0] if str(error) else "",
-                self.k,
+        Example
+        -------
+        >>> fused = FusedEnsemble([torch.nn.Linear(3, 4)] * 2)
+        >>> fused.strategy(64, torch.device("cpu"))
+        'vmap'
+        """
+        limit = self.vmap_limit(device)
+        return "vmap" if limit is None or batch_size <= limit else "loop"
+
+    def stacked_state(self):
+        """Name -> the members' stacked tensor ``[k, ...]``."""
+        return {
+            name: getattr(owner, attribute)
+            for name, owner, attribute in self._stacked_slots
+        }
+
+    def features(self, wavs, lens=None):
+        """The shared front end's output (``wavs`` when there is none)."""
+        if self.front_end is None:
+            return wavs
+        if FRONT_ENDS[self.front_end_name]:
+            return self.front_end(wavs, lens)
+        return self.front_end(wavs)
+
+    def member_logits(self, wavs, lens=None, prompts=None):
+        """Each member's logits, ``[k, batch, 4]``."""
+        if self.training:
+            raise RuntimeError(
+                "FusedEnsemble evaluates trained members in eval mode only: "
+                "call .eval() (train the members one by one)"
             )
+        feats = self.features(wavs, lens)
+        state = self.stacked_state()
+
+        def member(member_state):
+            return functional_call(
+                self.network, member_state, (feats, lens, prompts)
+            )
+
+        if self.strategy(len(wavs), wavs.device) == "loop":
+            return torch.stack(
+                [
+                    member({n: t[i] for n, t in state.items()})
+                    for i in range(self.k)
+                ]
+            )
+        try:
+            return torch.vmap(member, chunk_size=self.chunk_size)(state)
+        except RuntimeError as error:
+            # torch's own vmap limitations say "vmap: ..."; other errors
+            # (a wrong input, say) are the members' and pass unchanged.
+            if not str(error).startswith("vmap:"):
+                raise
+            raise RuntimeError(
+                f"torch.vmap cannot evaluate {type(self.network).__name__} "
+                f"members ({str(error).splitlines()[0]}): build the "
+                "FusedEnsemble with max_vmap_batch=0 to evaluate them one "
+                "after another"
+            ) from error
 
     def forward(self, wavs, lens=None, prompts=None):
         """Mean logits of the members, ``[batch, 4]``."""
