@@ -19,6 +19,8 @@ Example
 'cnn6 student, mean targets from bts++[k=3] (teacher seeds 1 2 3)'
 """
 
+import hashlib
+import json
 import logging
 import math
 import os
@@ -133,12 +135,11 @@ class RunKey:
         protocol = info.get("protocol") or {"test": "paper"}.get(
             info.get("select_on"), "validation"
         )
-        data = ((info.get("provenance") or {}).get("data") or {}).get("key")
         common = {
             "role": info.get("role", "teacher"),
             "backbone": info["backbone"],
             "protocol": protocol,
-            "data": str(data),
+            "data": data_name(info),
         }
         if common["role"] != "student":
             return cls(**common)
@@ -160,6 +161,33 @@ class RunKey:
             f"{self.backbone} student, {self.teacher_mode} targets from "
             f"{self.teacher_backbone}++[k={self.k}] (teacher seeds {seeds})"
         )
+
+
+def data_name(info):
+    """Which data and split a run saw, whatever its sample rate or cycle
+    length: a hash of the source data's content fingerprints and of each
+    split's cycle IDs (a 48 kHz BTS teacher and a 16 kHz CNN6 student of
+    the same split share it). ``unknown`` for banks without provenance.
+
+    Example
+    -------
+    >>> at = lambda rate: {"provenance": {"data": {"key": rate,
+    ...     "fingerprints": {"recordings": "a"},
+    ...     "cycles": {"test": {"count": 2, "ids": "f"}}}}}
+    >>> data_name(at(16000)) == data_name(at(48000))
+    True
+    >>> data_name({})
+    'unknown'
+    """
+    data = (info.get("provenance") or {}).get("data")
+    if not data:
+        return "unknown"
+    identity = {
+        "fingerprints": data.get("fingerprints"),
+        "ids": {s: c.get("ids") for s, c in data.get("cycles", {}).items()},
+    }
+    text = json.dumps(identity, sort_keys=True)
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
 def collect_runs(results_folder):
@@ -597,20 +625,23 @@ def plot_confusion(bank, path, split="test"):
 
 
 def _data_line(groups):
-    """What the runs of one experiment were made from."""
+    """What the runs of one experiment were made from: each preparation
+    (key, sample rate, cycle counts) and how many runs read it.
+    """
     counts = Counter()
     for banks in groups.values():
         for bank in banks:
             data = (bank.info.get("provenance") or {}).get("data") or {}
             cycles = data.get("cycles") or {}
-            counts[
-                "/".join(
-                    str((cycles.get(s) or {}).get("count", "?"))
-                    for s in ("train", "valid", "test")
-                )
-            ] += 1
-    return ", ".join(
-        f"{c} cycles (train/valid/test) in {n} runs" for c, n in counts.items()
+            rate = (data.get("options") or {}).get("sample_rate", "?")
+            split_counts = "/".join(
+                str((cycles.get(s) or {}).get("count", "?"))
+                for s in ("train", "valid", "test")
+            )
+            counts[(data.get("key"), rate, split_counts)] += 1
+    return "; ".join(
+        f"`{key}` at {rate} Hz, {c} cycles (train/valid/test), {n} runs"
+        for (key, rate, c), n in counts.items()
     )
 
 
@@ -619,7 +650,8 @@ def _experiment_section(groups, backbones, table2_k, folder, suffix):
     protocol, data = next(iter(groups)).experiment
     cols = ["model", "n", "sp", "se", "score", "runs"]
     parts = [
-        f"Prepared data `{data}`: {_data_line(groups)}.",
+        f"Data `{data}` (the same split at any sample rate); "
+        f"preparations: {_data_line(groups)}.",
         f"Protocol: {protocol} (checkpoints selected, and curated teachers "
         f"ranked, on the {'test' if protocol == 'paper' else 'valid'} "
         "split).",
