@@ -17,7 +17,9 @@ convolutions saw in PANNs.
 
 Parameters: 4.57M with a 4-class head. PANNs' own CNN6 has 4.84M, of
 which 0.27M are its 527-class AudioSet head: that is the 4.8M of the
-paper's Table 2. (The Patch-Mix CL CNN6 has no ``bn0`` nor ``fc1``: 4.31M.)
+paper's Table 2. (The Patch-Mix CL CNN6 has no ``bn0`` nor ``fc1``: 4.31M;
+we keep PANNs' head because Table 2 counts it and the checkpoint then
+loads by name.)
 
 Example
 -------

@@ -7,7 +7,10 @@ Pretrained: a local ImageNet weight file in timm's layout (``.pth``,
 snapshot (``timm/resnet18.tv_in1k``: ``model.safetensors``). Its first
 convolution is adapted to one input channel with timm's own
 ``adapt_input_conv`` (sum over the RGB channels), and its ImageNet
-classifier is replaced by a new head.
+classifier is replaced by a new head. The Patch-Mix code deletes the
+ImageNet first-convolution weights instead (that layer starts random);
+we sum, which keeps the pretrained edge filters, since the paper does not
+say which it used.
 
 timm can load such a file itself (``pretrained=True,
 pretrained_cfg_overlay=dict(file=path)``, offline, same result), but a
