@@ -25,13 +25,10 @@ import pytest
 import soundfile as sf
 import torch
 
-from speechbrain_rsc.data import cycles, prepare
-from speechbrain_rsc.data.prepare import (
-    MANIFESTS_PREFIX,
-    SPLITS,
-    prepare_icbhi,
-    prepare_key,
-)
+from speechbrain_rsc.data import cutting, cycles, manifests, prepare, publishing
+from speechbrain_rsc.data.fingerprints import prepare_key
+from speechbrain_rsc.data.manifests import MANIFESTS_PREFIX, SPLITS
+from speechbrain_rsc.data.prepare import prepare_icbhi
 from speechbrain_rsc.data.synthetic import make_synthetic_icbhi
 from speechbrain_rsc.dataio import resolve_data_folder
 
@@ -70,7 +67,7 @@ def assert_same_cycles(outputs, reference):
 def count_writes(monkeypatch, counter=None):
     """Count the cycles written (in a list, or a shared ``Value``)."""
     calls = []
-    real = prepare.write_cycle
+    real = cutting.write_cycle
 
     def counting(*args, **kwargs):
         if counter is None:
@@ -80,7 +77,7 @@ def count_writes(monkeypatch, counter=None):
                 counter.value += 1
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(prepare, "write_cycle", counting)
+    monkeypatch.setattr(cutting, "write_cycle", counting)
     return calls
 
 
@@ -171,8 +168,8 @@ def test_without_a_lock_the_first_published_run_is_kept(
 ):
     data = make_synthetic_icbhi(tmp_path / "icbhi", recordings=3, seed=1)
     save = tmp_path / "out"
-    monkeypatch.setattr(prepare, "fcntl", None)
-    real = prepare._publish
+    monkeypatch.setattr(publishing, "fcntl", None)
+    real = prepare.publish
     other = {}
 
     def other_run_publishes_first(target, *args):
@@ -182,7 +179,7 @@ def test_without_a_lock_the_first_published_run_is_kept(
             other["mtime"] = Path(other["outputs"]["train"]).stat().st_mtime_ns
         return real(target, *args)
 
-    monkeypatch.setattr(prepare, "_publish", other_run_publishes_first)
+    monkeypatch.setattr(prepare, "publish", other_run_publishes_first)
     caplog.set_level(logging.INFO)
     outputs = prepare_icbhi(data, save, **FAST)
     assert outputs == other["outputs"]
@@ -320,7 +317,7 @@ def test_save_folder_that_cannot_be_written_is_named(tmp_path, monkeypatch):
     def refuse(path, *args):
         raise PermissionError(errno.EACCES, "Permission denied", str(path))
 
-    monkeypatch.setattr(prepare, "write_cycle", refuse)
+    monkeypatch.setattr(cutting, "write_cycle", refuse)
     with pytest.raises(PermissionError, match="is not writable") as error:
         prepare_icbhi(data, out, **FAST)
     assert str(out) in str(error.value)
@@ -380,7 +377,7 @@ def test_full_disk_while_cutting(tmp_path, monkeypatch):
 def test_full_disk_while_writing_manifests(tmp_path, monkeypatch):
     data = make_synthetic_icbhi(tmp_path / "icbhi", recordings=3, seed=1)
     out = tmp_path / "out"
-    real = prepare._write_manifest
+    real = manifests.write_manifest
 
     def fill_up(path, rows):
         if path.name != "train.csv":
@@ -388,7 +385,7 @@ def test_full_disk_while_writing_manifests(tmp_path, monkeypatch):
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(path, rows)
 
-    monkeypatch.setattr(prepare, "_write_manifest", fill_up)
+    monkeypatch.setattr(manifests, "write_manifest", fill_up)
     with pytest.raises(OSError) as error:
         prepare_icbhi(data, out, **FAST)
     assert_disk_full(error, out)
@@ -402,13 +399,13 @@ KILLED_PARENT = textwrap.dedent(
     """
     import os, sys, time
     from pathlib import Path
-    from speechbrain_rsc.data import cycles, prepare
+    from speechbrain_rsc.data import cutting, prepare
 
     data, save, marks = sys.argv[1:4]
-    prepare.POOL_MIN_RECORDINGS = 1
-    prepare.MAX_WORKERS = 2
+    cutting.POOL_MIN_RECORDINGS = 1
+    cutting.MAX_WORKERS = 2
     os.cpu_count = lambda: 2
-    init, cut = prepare._init_worker, prepare.cut_recording
+    init, cut = cutting._init_worker, cutting.cut_recording
 
     def init_and_mark(parent):
         init(parent)
@@ -418,7 +415,7 @@ KILLED_PARENT = textwrap.dedent(
         time.sleep(300)
         return cut(job, **kwargs)
 
-    prepare._init_worker, prepare.cut_recording = init_and_mark, slow
+    cutting._init_worker, cutting.cut_recording = init_and_mark, slow
     prepare.prepare_icbhi(data, save, sample_rate=4000, duration=1.0)
     """
 )
