@@ -109,6 +109,12 @@ def test_sample_counts_and_splits(sample_outputs):
     assert summary["missing_from_disk"]["count"] == 910
     assert summary["skips"]["count"] == 0 and summary["renamed"] == []
     assert summary["splits"]["total"]["cycles"] == 97
+    # ten recordings are not the official split's 4142 / 2756 cycles
+    assert summary["official_split"] == {
+        "expected": {"train": 4142, "test": 2756},
+        "found": {"train": 6, "test": 91},
+        "matches": False,
+    }
     assert summary["splits"]["train"]["classes"] == {
         "normal": 2,
         "crackle": 0,

@@ -232,6 +232,36 @@ def make_summary(
         "clamped": left_out.clamped,
         "patients_without_demographics": no_demo,
         "patients_without_diagnosis": no_diag,
+        "official_split": official_split_check(per_split),
+    }
+
+
+# Cycles of the official ICBHI 2017 split (the challenge paper and FACTS).
+OFFICIAL_CYCLES = {"train": 4142, "test": 2756}
+
+
+def official_split_check(per_split):
+    """Whether the cycles prepared are those of the official split: train
+    (with the validation split carved out of it) 4142, test 2756.
+
+    Example
+    -------
+    >>> counts = {"train": {"cycles": 3500}, "valid": {"cycles": 642},
+    ...           "test": {"cycles": 2756}}
+    >>> official_split_check(counts)["matches"]
+    True
+    >>> official_split_check({"train": {"cycles": 6}, "valid": {"cycles": 0},
+    ...                       "test": {"cycles": 91}})["found"]
+    {'train': 6, 'test': 91}
+    """
+    found = {
+        "train": per_split["train"]["cycles"] + per_split["valid"]["cycles"],
+        "test": per_split["test"]["cycles"],
+    }
+    return {
+        "expected": dict(OFFICIAL_CYCLES),
+        "found": found,
+        "matches": found == OFFICIAL_CYCLES,
     }
 
 
