@@ -598,8 +598,8 @@ def plot_confusion(bank, path, split="test"):
     matrix = confusion_matrix(bank.logits[split].argmax(-1), bank.labels[split])
     fig, ax = plt.subplots(figsize=(4.5, 4))
     ax.imshow(matrix, cmap="Blues")
-    for t in range(4):
-        for p in range(4):
+    for t in range(N_CLASSES):
+        for p in range(N_CLASSES):
             ax.text(
                 p,
                 t,
@@ -608,8 +608,8 @@ def plot_confusion(bank, path, split="test"):
                 va="center",
                 color="white" if matrix[t, p] > matrix.max() / 2 else "black",
             )
-    ax.set_xticks(range(4), CLASS_NAMES)
-    ax.set_yticks(range(4), CLASS_NAMES)
+    ax.set_xticks(range(N_CLASSES), CLASS_NAMES)
+    ax.set_yticks(range(N_CLASSES), CLASS_NAMES)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     score = bank.score(split)["score"]

@@ -50,6 +50,7 @@ import logging
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -374,6 +375,83 @@ def _save_folder(folder, write):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+@dataclass(frozen=True)
+class ClapSource:
+    """What a CLAP backbone is built from: its config, its weights (in
+    ``ClapModel`` names; None for random weights) and the folder of its
+    prompt tokenizer (None: none comes with the weights).
+    """
+
+    config: object  # transformers ClapConfig (or ClapAudioConfig)
+    state: dict = None
+    tokenizer_folder: str = None
+    path: str = None  # where the weights came from, for messages
+
+
+def read_clap_source(
+    pretrained_path, clap_config=None, allow_unsafe_pickle=False
+):
+    """The :class:`ClapSource` of ``pretrained_path``: nothing (random
+    weights of ``clap_config``), a Hugging Face folder (config, weights
+    and tokenizer) or a LAION-CLAP ``.pt`` (weights only, renamed).
+
+    Example
+    -------
+    >>> source = read_clap_source(None, {"projection_dim": 8})
+    >>> source.config.projection_dim, source.state, source.tokenizer_folder
+    (8, None, None)
+    """
+    from transformers import ClapConfig
+
+    if pretrained_path is None:
+        return ClapSource(ClapConfig(**(clap_config or {})))
+    path = Path(pretrained_path)
+    if path.is_dir():
+        if clap_config:
+            raise ValueError(
+                f"clap_config cannot be combined with {path}: a "
+                "pretrained folder brings its own config.json"
+            )
+        return ClapSource(
+            _read_hf_config(path), _read_hf_weights(path), str(path), str(path)
+        )
+    if path.is_file():
+        laion = load_laion_checkpoint(path, allow_unsafe_pickle)
+        state = convert_laion_clap_state_dict(laion)
+        config = ClapConfig(**(clap_config or {}))
+        return ClapSource(config, state, None, str(path))
+    raise FileNotFoundError(f"pretrained_path not found: {path}")
+
+
+def prompt_tokenizer_of(source, tokenizer_path=None):
+    """The prompt tokenizer for ``source`` and where it came from:
+    ``tokenizer_path``, else the weights' own; for random weights the
+    stand-in offline tokenizer (with a warning). Pretrained weights without
+    a tokenizer (a LAION ``.pt``) are refused: their text tower was trained
+    with RoBERTa's ids.
+    """
+    text = source.config.text_config
+    folder = tokenizer_path or source.tokenizer_folder
+    if folder is not None:
+        tokenizer = load_tokenizer(folder, text.vocab_size, text.pad_token_id)
+        return tokenizer, str(folder)
+    if source.state is not None:
+        raise ValueError(
+            f"{source.path} is a LAION-CLAP checkpoint without a "
+            "tokenizer: set tokenizer_path to a folder holding the "
+            "RoBERTa tokenizer (e.g. written by `ClapProcessor."
+            "from_pretrained('laion/clap-htsat-unfused').tokenizer."
+            "save_pretrained(folder)` on a machine with network access)"
+        )
+    logger.warning(
+        "BTS with random weights: prompts are tokenized by the "
+        "stand-in offline byte-level BPE (clap_tokenizer."
+        "build_prompt_tokenizer), not the RoBERTa tokenizer of %s",
+        CLAP_SOURCE,
+    )
+    return build_prompt_tokenizer(), "offline prompt tokenizer"
+
+
 class _ClapBackbone(torch.nn.Module):
     """What Audio-CLAP and BTS share: the front end, the head, loading."""
 
@@ -383,27 +461,6 @@ class _ClapBackbone(torch.nn.Module):
         super().__init__()
         self.features = ClapFeatures(padding)
         self.head = torch.nn.Linear(embed_dim, n_classes)
-
-    @staticmethod
-    def _source(pretrained_path, clap_config, allow_unsafe_pickle):
-        """Config, converted state dict and kind of ``pretrained_path``."""
-        from transformers import ClapConfig
-
-        if pretrained_path is None:
-            return ClapConfig(**(clap_config or {})), None, None
-        path = Path(pretrained_path)
-        if path.is_dir():
-            if clap_config:
-                raise ValueError(
-                    f"clap_config cannot be combined with {path}: a "
-                    "pretrained folder brings its own config.json"
-                )
-            return _read_hf_config(path), _read_hf_weights(path), "hf"
-        if path.is_file():
-            laion = load_laion_checkpoint(path, allow_unsafe_pickle)
-            state = convert_laion_clap_state_dict(laion)
-            return ClapConfig(**(clap_config or {})), state, "laion"
-        raise FileNotFoundError(f"pretrained_path not found: {path}")
 
     def _load_clap(self, state, source):
         """Load ``state`` (ClapModel names) into ``self.clap``, refusing
@@ -473,9 +530,10 @@ class AudioCLAP(_ClapBackbone):
     ):
         from transformers import ClapAudioConfig, ClapAudioModelWithProjection
 
-        config, state, _ = self._source(
+        source = read_clap_source(
             pretrained_path, clap_config, allow_unsafe_pickle
         )
+        config, state = source.config, source.state
         if not isinstance(config, ClapAudioConfig):
             config = getattr(config, "audio_config", None)
         if not isinstance(config, ClapAudioConfig):
@@ -554,9 +612,10 @@ class BTS(_ClapBackbone):
     ):
         from transformers import ClapConfig, ClapModel
 
-        config, state, kind = self._source(
+        source = read_clap_source(
             pretrained_path, clap_config, allow_unsafe_pickle
         )
+        config = source.config
         if not isinstance(config, ClapConfig):
             raise CheckpointError(
                 f"{pretrained_path}: BTS needs a full ClapModel (text and "
@@ -574,44 +633,18 @@ class BTS(_ClapBackbone):
         self.clap = ClapModel(config)
         for scale in (self.clap.logit_scale_a, self.clap.logit_scale_t):
             scale.requires_grad_(False)
-        tokenizer, source = self._tokenizer(
-            tokenizer_path, kind, pretrained_path
+        tokenizer, tokenizer_source = prompt_tokenizer_of(
+            source, tokenizer_path
         )
         self.prompt_tokenizer = PromptTokenizer(
             tokenizer,
             text.vocab_size,
             text.pad_token_id,
             max_text_length,
-            source,
+            tokenizer_source,
         )
-        if state is not None:
-            self._load_clap(state, pretrained_path)
-
-    def _tokenizer(self, tokenizer_path, kind, pretrained_path):
-        text = self.clap.config.text_config
-        folder = tokenizer_path
-        if folder is None and kind == "hf":
-            folder = pretrained_path
-        if folder is None and kind == "laion":
-            raise ValueError(
-                f"{pretrained_path} is a LAION-CLAP checkpoint without a "
-                "tokenizer: set tokenizer_path to a folder holding the "
-                "RoBERTa tokenizer (e.g. written by `ClapProcessor."
-                "from_pretrained('laion/clap-htsat-unfused').tokenizer."
-                "save_pretrained(folder)` on a machine with network access)"
-            )
-        if folder is None:
-            logger.warning(
-                "BTS with random weights: prompts are tokenized by the "
-                "stand-in offline byte-level BPE (clap_tokenizer."
-                "build_prompt_tokenizer), not the RoBERTa tokenizer of %s",
-                CLAP_SOURCE,
-            )
-            return build_prompt_tokenizer(), "offline prompt tokenizer"
-        return (
-            load_tokenizer(folder, text.vocab_size, text.pad_token_id),
-            str(folder),
-        )
+        if source.state is not None:
+            self._load_clap(source.state, pretrained_path)
 
     @property
     def tokenizer(self):
