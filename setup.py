@@ -14,6 +14,9 @@ on top with ``pip install -c .ci/constraints.txt -e ".[dev]"``.
   it, and pip matches it to torch (each torchvision pins one torch).
 - Every other requirement is a package that ``speechbrain_rsc`` imports
   (``tests/test_packaging.py`` checks both ways).
+- Extras: ``cluster`` (submitit, imported only by ``run_paper.py
+  --executor slurm``), ``laion`` and ``dev`` (the checks; it has submitit
+  too, so that CI tests the cluster path).
 """
 
 from setuptools import find_packages, setup
@@ -42,7 +45,9 @@ EXTRAS_REQUIRE = {
         "yamllint>=1.35",
         "codespell>=2.3",
         "packaging>=23",
+        "submitit>=1.5",
     ],
+    "cluster": ["submitit>=1.5"],
     "laion": ["laion-clap>=1.1.6"],
 }
 

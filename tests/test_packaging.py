@@ -121,7 +121,12 @@ def test_every_import_is_declared_and_every_requirement_imported():
     distributions = packages_distributions()
     declared = set(install_requires())
     extras = setup_literal("EXTRAS_REQUIRE")
-    optional = {canonicalize_name(Requirement(r).name) for r in extras["laion"]}
+    # extras of modules imported only where used (submitit: --executor slurm)
+    optional = {
+        canonicalize_name(Requirement(r).name)
+        for extra in ("laion", "cluster")
+        for r in extras[extra]
+    }
     used, undeclared = set(), []
     for name, where in sorted(third_party_imports().items()):
         dists = {canonicalize_name(d) for d in distributions.get(name, [])}

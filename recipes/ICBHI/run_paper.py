@@ -13,22 +13,45 @@ and names what differs.
 4. report: Tables 1-3, the k sweep, Figures 2-3 and the confusion matrix
    of the best student, in ``<output_folder>/report``.
 
+Each run is its own process, with its own log
+(``<run output folder>/run_paper.log``); a stage's runs go on when one
+fails, and run_paper stops at the end of a stage that had a failure,
+listing each failed run and its log. Where the runs go:
+
+- locally (default): one run per visible GPU at a time
+  (``CUDA_VISIBLE_DEVICES`` set per run; ``--runs_per_gpu 2`` shares
+  each GPU between two light runs), or, without a GPU, ``jobs`` (YAML)
+  runs at a time;
+- ``--executor slurm``: one submitit job array per stage, each held by
+  SLURM until the stages it needs are done (``--slurm_partition``,
+  ``--slurm_gpus_per_job``, ``--slurm_cpus_per_job``, ``--slurm_time``,
+  ``--slurm_folder``, ``--slurm_option KEY=VALUE``); ``submitit-local``
+  and ``submitit-debug`` run the same on this machine;
+- ``--print_commands``: print each run's shell line, by stage in
+  dependency order, and run nothing.
+
+SpeechBrain run options (``--device``, ``--precision``, ...) are passed on
+to every run.
+
 To run (from recipes/ICBHI)::
 
     python run_paper.py hparams/paper_demo.yaml
     python run_paper.py hparams/paper_icbhi.yaml --data_folder /data/ICBHI
+    python run_paper.py hparams/paper_icbhi.yaml --data_folder /data/ICBHI \
+        --executor slurm --slurm_partition gpu
 
 Authors
  * speechbrain-rsc contributors 2026
 """
 
+import argparse
 import os
-import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import speechbrain as sb
+import torch
 import yaml
 from hyperpyyaml import load_hyperpyyaml
 
@@ -36,6 +59,17 @@ from speechbrain_rsc.bank import BANK_FILENAME, find_banks
 from speechbrain_rsc.dataio import SYNTHETIC
 from speechbrain_rsc.distillation import select_teachers
 from speechbrain_rsc.ensemble import sweep, write_csv
+from speechbrain_rsc.jobs import (
+    SUBMITIT_CLUSTERS,
+    ClusterOptions,
+    Run,
+    Stage,
+    StageFailed,
+    commands_text,
+    job_slots,
+    run_stage,
+    run_stages_submitit,
+)
 from speechbrain_rsc.provenance import check_run, teacher_identity
 from speechbrain_rsc.recipe import (
     Protocol,
@@ -70,28 +104,41 @@ def flag_args(options):
     return args
 
 
-def run(script, hparams_file, output_folder, options, label, threads):
-    """Run one recipe script unless its bank already exists."""
-    if os.path.isfile(os.path.join(output_folder, BANK_FILENAME)):
-        print(f"  [skip] {label}: done ({output_folder})", flush=True)
-        return
-    start = time.time()
-    print(f"  [run ] {label} -> {output_folder}", flush=True)
+def run_option_args(run_opts):
+    """The SpeechBrain run options given on the command line, as arguments
+    for every run (``--noprogressbar`` is always added).
+
+    Example
+    -------
+    >>> _, run_opts, _ = sb.parse_arguments(
+    ...     ["a.yaml", "--precision", "bf16", "--debug", "--seed", "1"]
+    ... )
+    >>> run_option_args(run_opts)
+    ['--debug', '--precision', 'bf16']
+    """
+    args = []
+    for name in sorted(run_opts["overridden_args"] - {"noprogressbar"}):
+        value = run_opts[name]
+        if value is True:
+            args.append(f"--{name}")
+        elif isinstance(value, list):
+            args += [f"--{name}", *map(str, value)]
+        else:
+            args += [f"--{name}", str(value)]
+    return args
+
+
+def as_run(job, run_options):
+    """The :class:`~speechbrain_rsc.jobs.Run` of a job of
+    :func:`teacher_job` or :func:`student_job`, with its own log in its
+    output folder.
+    """
+    script, hparams_file, output_folder, options, label = job
     command = [sys.executable, script, hparams_file]
     command += flag_args({**options, "output_folder": output_folder})
-    command.append("--noprogressbar")
-    log = os.path.join(os.path.dirname(output_folder), "run_paper.log")
-    os.makedirs(os.path.dirname(log), exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    with open(log, "a", encoding="utf-8") as out:
-        result = subprocess.run(
-            command, cwd=HERE, env=env, stdout=out, stderr=subprocess.STDOUT
-        )
-    if result.returncode != 0:
-        raise RuntimeError(
-            f"{label} failed (exit {result.returncode}); see {log}"
-        )
-    print(f"  [done] {label} in {time.time() - start:.0f} s", flush=True)
+    command += [*run_options, "--noprogressbar"]
+    log = os.path.join(output_folder, "run_paper.log")
+    return Run(label, tuple(command), HERE, log)
 
 
 def run_hparams(hparams_file, output_folder, options):
@@ -126,7 +173,7 @@ def check_finished(job, prepared):
     Arguments
     ---------
     job : tuple
-        The arguments of :func:`run`.
+        A job of :func:`teacher_job` or :func:`student_job`.
     prepared : callable
         Plain hparams -> :class:`~speechbrain_rsc.recipe.PreparedData`.
     """
@@ -162,21 +209,10 @@ def student_runs(hparams):
     return runs
 
 
-def run_all(jobs, n_jobs, prepared):
-    """Run ``jobs`` (argument tuples of :func:`run`), ``n_jobs`` at a time,
-    after checking that the finished ones may be skipped.
-    """
-    for job in jobs:
-        check_finished(job, prepared)
-    threads = max(1, (os.cpu_count() or 1) // n_jobs)
-    with ThreadPoolExecutor(max_workers=n_jobs) as pool:
-        futures = [pool.submit(run, *job, threads) for job in jobs]
-        for future in futures:
-            future.result()
-
-
 def teacher_job(yaml_file, folder, options, seed, label):
-    """The arguments of :func:`run` for one hard-label run."""
+    """One hard-label run: ``(script, hparams file, output folder, options,
+    label)``.
+    """
     return (
         os.path.join(HERE, "train_teacher.py"),
         yaml_file,
@@ -187,7 +223,7 @@ def teacher_job(yaml_file, folder, options, seed, label):
 
 
 def student_job(yaml_file, folder, options, teachers, run, label):
-    """The arguments of :func:`run` for one distillation run.
+    """One distillation run, as :func:`teacher_job` gives one.
 
     Arguments
     ---------
@@ -262,12 +298,89 @@ def unique(jobs):
     return kept
 
 
-def main(argv):
-    """Run every stage of the configured paper reproduction."""
-    hparams_file, _, overrides = sb.parse_arguments(argv)
-    with open(hparams_file, encoding="utf-8") as fin:
-        hparams = load_hyperpyyaml(fin, overrides)
-    root = os.path.abspath(hparams["output_folder"])
+def parse_run_paper_args(argv):
+    """Split run_paper's own options from the rest of ``argv`` (the
+    paper YAML, its overrides and the SpeechBrain run options).
+    """
+    parser = argparse.ArgumentParser(
+        prog="run_paper.py",
+        add_help=False,
+        allow_abbrev=False,
+        description="Options of run_paper.py itself (the others are "
+        "overrides of the paper YAML and SpeechBrain run options).",
+    )
+    parser.add_argument(
+        "--executor",
+        choices=["local", *SUBMITIT_CLUSTERS],
+        default="local",
+        help="where the runs go: local job slots (default), SLURM through "
+        "submitit, or submitit's local or debug cluster on this machine",
+    )
+    parser.add_argument(
+        "--runs_per_gpu",
+        type=int,
+        default=1,
+        help="local runs sharing one GPU (light runs, e.g. CNN6)",
+    )
+    parser.add_argument(
+        "--print_commands",
+        action="store_true",
+        help="print each run's shell line, by stage, and run nothing",
+    )
+    parser.add_argument("--slurm_partition", default=None)
+    parser.add_argument("--slurm_gpus_per_job", type=int, default=1)
+    parser.add_argument(
+        "--slurm_cpus_per_job",
+        type=int,
+        default=4,
+        help="CPUs of each job, and its runs' OMP_NUM_THREADS",
+    )
+    parser.add_argument(
+        "--slurm_time", type=int, default=1440, help="minutes per job"
+    )
+    parser.add_argument(
+        "--slurm_folder",
+        default=None,
+        help="submitit's own files and logs (default: "
+        "<output_folder>/submitit)",
+    )
+    parser.add_argument(
+        "--slurm_option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="another #SBATCH option of every job, e.g. account=lab",
+    )
+    if "-h" in argv or "--help" in argv:
+        parser.print_help()  # then SpeechBrain's parser prints its own
+    args, rest = parser.parse_known_args(argv)
+    if args.runs_per_gpu < 1:
+        parser.error("--runs_per_gpu must be 1 or more")
+    for option in args.slurm_option:
+        if "=" not in option:
+            parser.error(f"--slurm_option {option}: give KEY=VALUE")
+    return args, rest
+
+
+def write_paper_report(root, backbone, table2_k):
+    """Write the report of the runs under ``root``; return its path."""
+    report_folder = os.path.join(root, "report")
+    os.makedirs(report_folder, exist_ok=True)
+    write_csv(
+        sweep(find_banks(os.path.join(root, backbone))),
+        os.path.join(report_folder, f"ensemble_sweep_{backbone}.csv"),
+    )
+    return write_report(
+        root, report_folder, backbones=[backbone], table2_k=table2_k
+    )
+
+
+def paper_stages(hparams, root):
+    """The stages of the paper, in dependency order, each with the header
+    run_paper prints: :class:`~speechbrain_rsc.jobs.Stage` of jobs (the
+    arguments of :func:`teacher_job` or :func:`student_job`), each naming
+    the stages whose banks it reads.
+    """
     backbone = hparams["backbone"]
     data_folder = hparams["data_folder"]
     if data_folder != SYNTHETIC:  # the runs start in recipes/ICBHI
@@ -279,10 +392,96 @@ def main(argv):
         "prepare_folder": os.path.join(root, "prepared"),
         **hparams["overrides"],
     }
-    teacher_yaml = os.path.join(HERE, hparams["teacher_hparams"])
-    student_yaml = os.path.join(HERE, hparams["student_hparams"])
     teachers = (backbone, os.path.join(root, backbone))
-    started = time.time()
+    seeds = hparams["teacher_seeds"]
+    teacher_jobs = [
+        teacher_job(
+            os.path.join(HERE, hparams["teacher_hparams"]),
+            teachers[1],
+            shared,
+            seed,
+            f"teacher {i}/{len(seeds)} (seed {seed})",
+        )
+        for i, seed in enumerate(seeds, 1)
+    ]
+    runs = [
+        (mode, k, seed)
+        for mode, k in student_runs(hparams)
+        for seed in hparams["student_seeds"]
+    ]
+    student_jobs = [
+        student_job(
+            os.path.join(HERE, hparams["student_hparams"]),
+            os.path.join(root, f"{backbone}-d"),
+            shared,
+            teachers,
+            run,
+            f"student {i}/{len(runs)} ({run[0]}, k={run[1]}, seed {run[2]})",
+        )
+        for i, run in enumerate(runs, 1)
+    ]
+    hard2, soft2 = table2_jobs(hparams, root, shared, teachers)
+    done = {job[2] for job in teacher_jobs + student_jobs}
+    table2 = [job for job in unique(hard2 + soft2) if job[2] not in done]
+    return [
+        (
+            f"[1/4] teachers: {backbone}, seeds {seeds}",
+            Stage("teachers", tuple(teacher_jobs)),
+        ),
+        (
+            f"[2/4] students: {len(runs)} runs",
+            Stage("students", tuple(student_jobs), ("teachers",)),
+        ),
+        (
+            f"[3/4] Table 2: {len(hparams['table2'] or {})} more backbones, "
+            f"{len(table2)} runs; hard labels",
+            Stage("table2-hard", tuple(j for j in table2 if j in hard2)),
+        ),
+        (
+            "[3/4] Table 2: students",
+            Stage(
+                "table2-students",
+                tuple(j for j in table2 if j in soft2),
+                ("teachers",),
+            ),
+        ),
+    ]
+
+
+def main(argv):
+    """Run every stage of the configured paper reproduction."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise SystemExit(
+            "run_paper.py starts its own runs, one per GPU: start it with "
+            "python, not torchrun (README, Multi-GPU)"
+        )
+    args, rest = parse_run_paper_args(argv)
+    hparams_file, run_opts, overrides = sb.parse_arguments(rest)
+    device = run_opts["device"] or ""
+    if device.startswith("cuda:") and device != "cuda:0":
+        raise SystemExit(
+            f"run_paper.py --device {device}: each run sees only its own "
+            "GPU, as cuda:0; give --device cuda:0 or leave --device out"
+        )
+    with open(hparams_file, encoding="utf-8") as fin:
+        hparams = load_hyperpyyaml(fin, overrides)
+    root = os.path.abspath(hparams["output_folder"])
+    stages = paper_stages(hparams, root)
+    run_options = run_option_args(run_opts)
+
+    if args.print_commands:
+        every = [
+            Stage(
+                s.name, tuple(as_run(j, run_options) for j in s.runs), s.after
+            )
+            for _, s in stages
+        ]
+        print(commands_text(every))
+        print(
+            "# then the report: this run_paper.py command again, without "
+            "--print_commands (it skips the finished runs)"
+        )
+        return
 
     # Prepared once here, before any run: the runs then find it done, and
     # finished runs are checked against it before they are skipped.
@@ -304,78 +503,57 @@ def main(argv):
             )
         return cache[options]
 
-    hard2, soft2 = table2_jobs(hparams, root, shared, teachers)
-    every_run = [(teacher_yaml, shared), (student_yaml, shared)]
-    every_run += [(job[1], job[3]) for job in hard2 + soft2]
-    for yaml_file, options in every_run:
-        prepared(run_hparams(yaml_file, root, options))
+    started = time.time()
+    for _, stage in stages:
+        for job in stage.runs:
+            prepared(run_hparams(job[1], job[2], job[3]))
+            check_finished(job, prepared)
 
-    seeds = hparams["teacher_seeds"]
-    print(f"[1/4] teachers: {backbone}, seeds {seeds}", flush=True)
-    teacher_jobs = [
-        teacher_job(
-            teacher_yaml,
-            teachers[1],
-            shared,
-            seed,
-            f"teacher {i}/{len(seeds)} (seed {seed})",
+    def runs_left(header, stage):
+        """Print the stage's header and its finished runs; the others."""
+        print(header, flush=True)
+        left = []
+        for job in stage.runs:
+            if os.path.isfile(os.path.join(job[2], BANK_FILENAME)):
+                print(f"  [skip] {job[4]}: done ({job[2]})", flush=True)
+            else:
+                left.append(as_run(job, run_options))
+        return Stage(stage.name, tuple(left), stage.after)
+
+    write = partial(
+        write_paper_report, root, hparams["backbone"], hparams["table2_k"]
+    )
+    if args.executor == "local":
+        slots = job_slots(
+            torch.cuda.device_count(), args.runs_per_gpu, hparams["jobs"]
         )
-        for i, seed in enumerate(seeds, 1)
-    ]
-    run_all(teacher_jobs, hparams["jobs"], prepared)
-
-    runs = [
-        (mode, k, seed)
-        for mode, k in student_runs(hparams)
-        for seed in hparams["student_seeds"]
-    ]
-    print(f"[2/4] students: {len(runs)} runs", flush=True)
-    student_jobs = [
-        student_job(
-            student_yaml,
-            os.path.join(root, f"{backbone}-d"),
-            shared,
-            teachers,
-            run,
-            f"student {i}/{len(runs)} ({run[0]}, k={run[1]}, seed {run[2]})",
+        for header, stage in stages:
+            stage = runs_left(header, stage)
+            if stage.runs:
+                run_stage(stage, slots)
+        print("[4/4] report", flush=True)
+        report = write()
+    else:
+        cluster = ClusterOptions(
+            cluster=SUBMITIT_CLUSTERS[args.executor],
+            folder=args.slurm_folder or os.path.join(root, "submitit"),
+            partition=args.slurm_partition,
+            gpus_per_job=args.slurm_gpus_per_job,
+            cpus_per_job=args.slurm_cpus_per_job,
+            time_min=args.slurm_time,
+            options=dict(o.split("=", 1) for o in args.slurm_option),
         )
-        for i, run in enumerate(runs, 1)
-    ]
-    run_all(student_jobs, hparams["jobs"], prepared)
-
-    done = {job[2] for job in teacher_jobs + student_jobs}
-    table2 = [job for job in unique(hard2 + soft2) if job[2] not in done]
-    print(
-        f"[3/4] Table 2: {len(hparams['table2'] or {})} more backbones, "
-        f"{len(table2)} runs",
-        flush=True,
-    )
-    run_all(
-        [job for job in table2 if job[0].endswith("train_teacher.py")],
-        hparams["jobs"],
-        prepared,
-    )
-    run_all(
-        [job for job in table2 if job[0].endswith("distill.py")],
-        hparams["jobs"],
-        prepared,
-    )
-
-    print("[4/4] report", flush=True)
-    report_folder = os.path.join(root, "report")
-    os.makedirs(report_folder, exist_ok=True)
-    write_csv(
-        sweep(find_banks(teachers[1])),
-        os.path.join(report_folder, f"ensemble_sweep_{backbone}.csv"),
-    )
-    report = write_report(
-        root,
-        report_folder,
-        backbones=[backbone],
-        table2_k=hparams["table2_k"],
-    )
+        report = run_stages_submitit(
+            [runs_left(header, stage) for header, stage in stages],
+            cluster,
+            {"OMP_NUM_THREADS": str(args.slurm_cpus_per_job)},
+            write,
+        )
     print(f"report: {report} ({time.time() - started:.0f} s in all)")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    try:
+        main(sys.argv[1:])
+    except StageFailed as error:
+        sys.exit(str(error))
