@@ -1,4 +1,6 @@
 import os
+import runpy
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,6 +11,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 REPO = Path(__file__).resolve().parents[1]
+RECIPE = REPO / "recipes" / "ICBHI"
 ICBHI_SAMPLE = REPO.parent / "shared" / "icbhi_sample"
 # A CLAP small enough for CPU tests, with the real module layout.
 TINY_CLAP = {
@@ -51,3 +54,13 @@ def randomise_batch_norm(model, seed):
                 module.bias.copy_(torch.randn(shape, generator=gen) * 0.1)
                 module.num_batches_tracked.fill_(seed)
     return model
+
+
+def run_recipe(script, *args):
+    """Run ``python recipes/ICBHI/<script> args...`` in this process."""
+    path = str(RECIPE / script)
+    argv, sys.argv = sys.argv, [path, *map(str, args)]
+    try:
+        runpy.run_path(path, run_name="__main__")
+    finally:
+        sys.argv = argv

@@ -4,7 +4,6 @@ the local results.
 """
 
 import os
-import runpy
 import shlex
 import subprocess
 import sys
@@ -14,11 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import RECIPE, run_recipe
 
 from speechbrain_rsc import jobs
 from speechbrain_rsc.bank import find_banks
-
-RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "ICBHI"
 
 
 def tiny_config(tmp_path, name="tiny", **changes):
@@ -56,11 +54,7 @@ def tiny_config(tmp_path, name="tiny", **changes):
 
 def run_paper(*args):
     """Run run_paper.py as a script, in this process."""
-    argv, sys.argv = sys.argv, [str(RECIPE / "run_paper.py"), *map(str, args)]
-    try:
-        runpy.run_path(sys.argv[0], run_name="__main__")
-    finally:
-        sys.argv = argv
+    run_recipe("run_paper.py", *args)
 
 
 def test_slots_give_each_gpu_its_runs():

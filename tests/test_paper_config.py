@@ -2,19 +2,15 @@
 and Table 2 from BTS teachers on tiny models."""
 
 import csv
-import runpy
 import statistics
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
-from conftest import TINY_CLAP
+from conftest import RECIPE, TINY_CLAP, run_recipe
 from hyperpyyaml import load_hyperpyyaml
 
 from speechbrain_rsc.bank import find_banks
 
-RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "ICBHI"
 TRANSFORMERS = {"bts", "audio_clap", "ast"}
 NO_SPEC_AUGMENT = {"bts", "audio_clap"}
 
@@ -133,11 +129,7 @@ def bts_table2(tmp_path_factory):
     }
     hparams = root / "bts.yaml"
     hparams.write_text(yaml.safe_dump(config))
-    argv, sys.argv = sys.argv, [str(RECIPE / "run_paper.py"), str(hparams)]
-    try:
-        runpy.run_path(str(RECIPE / "run_paper.py"), run_name="__main__")
-    finally:
-        sys.argv = argv
+    run_recipe("run_paper.py", hparams)
     return root / "results"
 
 

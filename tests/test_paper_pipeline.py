@@ -2,20 +2,16 @@
 
 import csv
 import json
-import runpy
 import statistics
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
+from conftest import RECIPE, run_recipe
 
 from speechbrain_rsc.bank import find_banks
 from speechbrain_rsc.inference import RespiratoryClassifier, main
 from speechbrain_rsc.provenance import ProvenanceMismatch
 from speechbrain_rsc.report import collect_runs, k_curves
-
-RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "ICBHI"
 
 
 @pytest.fixture(scope="module")
@@ -48,11 +44,7 @@ def paper_run(tmp_path_factory):
     )
     hparams = root / "tiny.yaml"
     hparams.write_text(yaml.safe_dump(config))
-    argv, sys.argv = sys.argv, [str(RECIPE / "run_paper.py"), str(hparams)]
-    try:
-        runpy.run_path(str(RECIPE / "run_paper.py"), run_name="__main__")
-    finally:
-        sys.argv = argv
+    run_recipe("run_paper.py", hparams)
     return root / "results", hparams
 
 
@@ -80,11 +72,7 @@ def test_report_has_every_table_and_figure(paper_run):
 def test_rerun_trains_nothing_and_reproduces_report(paper_run, capsys):
     results, hparams = paper_run
     before = (results / "report" / "report.md").read_text()
-    argv, sys.argv = sys.argv, [str(RECIPE / "run_paper.py"), str(hparams)]
-    try:
-        runpy.run_path(str(RECIPE / "run_paper.py"), run_name="__main__")
-    finally:
-        sys.argv = argv
+    run_recipe("run_paper.py", hparams)
     out = capsys.readouterr().out
     # 2 teachers, 2 x 7 students, 2 x 2 ResNet18 runs of Table 2
     assert "[run ]" not in out and out.count("[skip]") == 2 + 2 * 7 + 4
@@ -150,12 +138,8 @@ def test_rerun_on_other_data_is_refused(paper_run, tmp_path):
     other = tmp_path / "other.yaml"
     other.write_text(yaml.safe_dump(config))
     before = (results / "report" / "report.md").read_text()
-    argv, sys.argv = sys.argv, [str(RECIPE / "run_paper.py"), str(other)]
-    try:
-        with pytest.raises(ProvenanceMismatch, match="data.fingerprints"):
-            runpy.run_path(str(RECIPE / "run_paper.py"), run_name="__main__")
-    finally:
-        sys.argv = argv
+    with pytest.raises(ProvenanceMismatch, match="data.fingerprints"):
+        run_recipe("run_paper.py", other)
     assert (results / "report" / "report.md").read_text() == before
 
 

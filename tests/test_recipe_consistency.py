@@ -2,16 +2,12 @@
 
 import csv
 import re
-import runpy
 import shlex
-import sys
-from pathlib import Path
 
 import pytest
+from conftest import RECIPE, REPO, run_recipe
 from hyperpyyaml import load_hyperpyyaml
 
-REPO = Path(__file__).resolve().parents[1]
-RECIPE = REPO / "recipes" / "ICBHI"
 REGISTRY = REPO / "tests" / "recipes" / "ICBHI.csv"
 PAPER_YAMLS = sorted((RECIPE / "hparams").glob("paper_*.yaml"))
 TRAINING_YAMLS = sorted(
@@ -166,14 +162,13 @@ def test_registry_debug_flags_run(script, yaml_name, tmp_path, monkeypatch):
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     monkeypatch.chdir(cwd)
-    argv = [str(RECIPE / script), str(RECIPE / "hparams" / yaml_name)]
-    argv += shlex.split(row["test_debug_flags"])
-    argv += [f"--output_folder={out}", "--noprogressbar"]
-    old, sys.argv = sys.argv, argv
-    try:
-        runpy.run_path(argv[0], run_name="__main__")
-    finally:
-        sys.argv = old
+    run_recipe(
+        script,
+        RECIPE / "hparams" / yaml_name,
+        *shlex.split(row["test_debug_flags"]),
+        f"--output_folder={out}",
+        "--noprogressbar",
+    )
     expected = re.search(r"file_exists=\[(.*)\]", row["test_debug_checks"])
     for name in expected.group(1).split(","):
         assert (out / name).is_file(), name

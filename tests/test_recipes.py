@@ -2,12 +2,12 @@
 
 import csv
 import math
-import runpy
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import RECIPE, run_recipe
 
 from speechbrain_rsc.bank import (
     BANK_FILENAME,
@@ -21,7 +21,6 @@ from speechbrain_rsc.ensemble import evaluate_banks
 from speechbrain_rsc.metrics import icbhi_score
 from speechbrain_rsc.provenance import ProvenanceMismatch
 
-RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "ICBHI"
 TINY = {
     "use_pretrained": False,
     "synthetic_recordings": 12,
@@ -35,16 +34,10 @@ CNN6_TINY = "{spec_augment: True, channels: [8, 16, 32, 64]}"
 
 
 def run_script(script, hparams, **overrides):
-    argv = [str(RECIPE / script), str(RECIPE / "hparams" / hparams)]
+    args = [RECIPE / "hparams" / hparams]
     for key, value in overrides.items():
-        argv += [f"--{key}", str(value)]
-    argv += ["--noprogressbar"]
-    old = sys.argv
-    sys.argv = argv
-    try:
-        runpy.run_path(argv[0], run_name="__main__")
-    finally:
-        sys.argv = old
+        args += [f"--{key}", value]
+    run_recipe(script, *args, "--noprogressbar")
 
 
 @pytest.fixture(scope="module")

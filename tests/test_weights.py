@@ -14,7 +14,7 @@ import shutil
 import pytest
 import timm
 import torch
-from conftest import TINY_CLAP
+from conftest import RECIPE, TINY_CLAP, run_recipe
 from safetensors.torch import save_file
 from transformers import (
     ASTConfig,
@@ -373,11 +373,9 @@ def test_teacher_without_the_weights_stops_with_the_way_out(hub, tmp_path):
     """``train_teacher.py hparams/bts.yaml`` offline without the CLAP
     weights: the error, no random-weight run; with --use_pretrained
     False, a run."""
-    import runpy
     import shlex
-    import sys
 
-    from test_recipe_consistency import RECIPE, registry_rows
+    from test_recipe_consistency import registry_rows
 
     row = next(
         r for r in registry_rows() if r["Hparam_file"].endswith("/bts.yaml")
@@ -386,14 +384,15 @@ def test_teacher_without_the_weights_stops_with_the_way_out(hub, tmp_path):
     assert "--use_pretrained=False" in flags
     flags.remove("--use_pretrained=False")
     out = tmp_path / "run"
-    argv = [str(RECIPE / "train_teacher.py"), str(RECIPE / "hparams/bts.yaml")]
-    argv += flags + [f"--output_folder={out}", "--seed=7", "--noprogressbar"]
-    old, sys.argv = sys.argv, argv
-    try:
-        with pytest.raises(WeightsUnavailableError) as error:
-            runpy.run_path(argv[0], run_name="__main__")
-    finally:
-        sys.argv = old
+    with pytest.raises(WeightsUnavailableError) as error:
+        run_recipe(
+            "train_teacher.py",
+            RECIPE / "hparams/bts.yaml",
+            *flags,
+            f"--output_folder={out}",
+            "--seed=7",
+            "--noprogressbar",
+        )
     message = str(error.value)
     assert CLAP_SOURCE in message and "--use_pretrained False" in message
     assert not (out / "bank.safetensors").exists()
