@@ -33,12 +33,12 @@ True
   - data.key: was 'a', now 'b'
 """
 
-import hashlib
 import json
 from pathlib import Path
 
 from speechbrain_rsc.atomic import write_text_atomically
 from speechbrain_rsc.bank import BANK_FILENAME, ids_fingerprint, read_manifest
+from speechbrain_rsc.hashing import sha256_file
 
 PROVENANCE_FILE = "provenance.json"
 # Options of the preparation that change what a model sees; paths are left
@@ -89,15 +89,6 @@ def data_identity(manifests, summary_file):
     }
 
 
-def file_sha256(path):
-    """SHA-256 of a file's bytes, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def teacher_identity(banks):
     """The teacher banks a student is made from: file, seed and hash.
 
@@ -115,7 +106,7 @@ def teacher_identity(banks):
             "run": Path(bank.source).parent.name,
             "seed": bank.info.get("seed"),
             "backbone": bank.info.get("backbone"),
-            "sha256": file_sha256(bank.source),
+            "sha256": sha256_file(bank.source),
         }
         for bank in banks
     ]

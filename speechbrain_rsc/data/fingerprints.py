@@ -26,9 +26,9 @@ Example
 
 import hashlib
 import json
-from pathlib import Path
 
 from speechbrain_rsc.data.cutting import END_TOLERANCE
+from speechbrain_rsc.hashing import sha256_file
 
 CACHE_VERSION = 2  # bump when the cutting or the fingerprints change
 FINGERPRINT_BYTES = 64 * 1024  # hashed at each end of every .wav
@@ -64,9 +64,9 @@ def preparation_options(
         "end_tolerance": END_TOLERANCE,
         "fingerprints": {
             "recordings": recordings_fingerprint(files, layout.audio_folder),
-            "split_file": _file_hash(layout.split_file),
-            "demographics_file": _file_hash(layout.demographics_file),
-            "diagnosis_file": _file_hash(layout.diagnosis_file),
+            "split_file": sha256_file(layout.split_file),
+            "demographics_file": sha256_file(layout.demographics_file),
+            "diagnosis_file": sha256_file(layout.diagnosis_file),
         },
     }
 
@@ -152,10 +152,6 @@ def _content_sample(path, size):
         # Such a recording is skipped later, with the reason, by
         # inspect_recording; the fingerprint only has to be stable.
         return f"unreadable: {error.strerror}".encode()
-
-
-def _file_hash(path):
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def _hash_json(data, length):

@@ -78,13 +78,13 @@ True
 ('Cnn6_mAP=0.343.pth', None)
 """
 
-import hashlib
 import logging
 import os
 import re
 import urllib.parse
 from pathlib import Path
 
+from speechbrain_rsc.hashing import sha256_file
 from speechbrain_rsc.models.checkpoints import find_weights_file
 
 logger = logging.getLogger(__name__)
@@ -118,8 +118,6 @@ HUB_PICKLES = ["*.bin", "*.bin.index.json", "*.pt", "*.pth", "*.ckpt"]
 # GGUF).
 HUB_IGNORED = ["*.h5", "*.msgpack", "*.onnx", "*.ot", "*.tflite", "*.gguf"]
 RANDOM_WEIGHTS = "train from random weights with --use_pretrained False"
-
-_HASHES = {}
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -182,29 +180,6 @@ def url_file(url):
         return name, expected
     match = NAME_HASH.search(name)
     return name, match.group(1) if match else None
-
-
-def sha256_file(path):
-    """The sha256 of a file, computed once per file version per process.
-
-    Example
-    -------
-    >>> import tempfile
-    >>> path = tempfile.mkdtemp() + "/empty"
-    >>> _ = open(path, "wb").close()
-    >>> sha256_file(path)[:16]
-    'e3b0c44298fc1c14'
-    """
-    path = Path(path).resolve()
-    stat = path.stat()
-    key = (str(path), stat.st_size, stat.st_mtime_ns)
-    if key not in _HASHES:
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        _HASHES[key] = digest.hexdigest()
-    return _HASHES[key]
 
 
 def _record(source, kind, path, revision=None):
