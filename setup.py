@@ -4,14 +4,19 @@ The requirements are ranges, as a library's should be, so that
 speechbrain-rsc installs beside other packages; CI installs one tested set
 on top with ``pip install -c .ci/constraints.txt -e ".[dev]"``.
 
-- torch and torchaudio must come from one release series (torchaudio's
-  compiled extension is built against one torch minor version, and
-  ``import speechbrain`` imports torchaudio). Their floor, 2.7.1, is
-  SpeechBrain 1.1.2's own (transformers 5 asks for torch >= 2.6); the cap
-  excludes series newer than the tested 2.11, whose torchaudio may drop
-  the functions used here (``functional.resample``,
-  ``compliance.kaldi``). torchvision is not imported here: timm brings
-  it, and pip matches it to torch (each torchvision pins one torch).
+- torch and torchaudio must be one release (torchaudio's compiled
+  extension is built against one torch release, and ``import speechbrain``
+  imports torchaudio; ``speechbrain_rsc`` refuses a mismatched pair on
+  import, naming both). torchaudio 2.11.1 is excluded: it declares only
+  ``torch>=2.11`` but its extension loads with neither torch 2.11.0 nor
+  2.12.1, and pip's resolver picks it for a plain ``pip install``; 2.11.0
+  declares no torch at all, so the torch cap makes pip pair it with torch
+  2.11.0 (CI installs the ranges without constraints to prove it). Their
+  floor, 2.7.1, is SpeechBrain 1.1.2's own (transformers 5 asks for torch
+  >= 2.6); the cap excludes torch 2.12 and newer, for which no torchaudio
+  release exists (torchaudio's newest is 2.11.1). torchvision is not
+  imported here: timm brings it, and pip matches it to torch (each
+  torchvision pins one torch).
 - Every other requirement is a package that ``speechbrain_rsc`` imports
   (``tests/test_packaging.py`` checks both ways).
 - Extras: ``cluster`` (submitit, imported only by ``run_paper.py
@@ -23,7 +28,7 @@ from setuptools import find_packages, setup
 
 INSTALL_REQUIRES = [
     "torch>=2.7.1,<2.12",
-    "torchaudio>=2.7.1,<2.12",
+    "torchaudio>=2.7.1,<2.11.1",
     "speechbrain>=1.1,<1.2",
     "hyperpyyaml>=1.2",
     "transformers>=5.17",

@@ -90,6 +90,37 @@ def test_setup_ranges_accept_the_pins(name):
     )
 
 
+def test_declared_ranges_exclude_the_torchaudio_that_crashes():
+    # torchaudio 2.11.1 declares torch>=2.11, but its extension loads with
+    # neither torch 2.11.0 nor 2.12.1: a plain pip install picked it.
+    assert Version("2.11.1") not in install_requires()["torchaudio"].specifier
+    assert Version("2.11.0") in install_requires()["torchaudio"].specifier
+    # no torchaudio exists for torch 2.12 or newer
+    assert Version("2.12.0") not in install_requires()["torch"].specifier
+
+
+@pytest.mark.parametrize(
+    "pair", [("2.11.0", "2.11.1"), ("2.10.0", "2.11.0"), ("2.12.1", "2.11.1")]
+)
+def test_a_mismatched_torch_pair_is_refused_by_name(pair):
+    from speechbrain_rsc import check_torch_pair
+
+    with pytest.raises(ImportError) as error:
+        check_torch_pair(*pair)
+    message = str(error.value)
+    assert f"torch {pair[0]} with torchaudio {pair[1]}" in message
+    assert "torch==2.11.0 torchaudio==2.11.0" in message
+
+
+def test_ci_proves_a_plain_install_of_the_ranges():
+    run = (REPO / ".ci" / "run").read_text()
+    plain = re.search(r"venv-plain/bin/python -m pip install --quiet \.\n", run)
+    assert plain, "CI must install the ranges without constraints"
+    after = run[plain.end() :]
+    assert "import torch, speechbrain_rsc.models" in after
+    assert ".venv-plain/bin/rsc-classify --help" in after
+
+
 def test_torchvision_pin_is_the_one_made_for_the_torch_pin():
     # each torchvision wheel requires exactly one torch version
     torch_pin = str(pins()["torch"].specifier)[2:]
