@@ -45,6 +45,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from speechbrain_rsc.atomic import write_atomically
+from speechbrain_rsc.data.schema import CLASS_NAMES, N_CLASSES
 from speechbrain_rsc.metrics import non_finite_rows, score_logits
 
 logger = logging.getLogger(__name__)
@@ -143,6 +144,11 @@ class _BankFile:
                 f"{path}: header is not valid JSON of a safetensors file "
                 f"({error})"
             ) from error
+        except RecursionError:
+            raise CorruptBankError(
+                f"{path}: header nested too deeply to be a logit bank's "
+                f"(hand-edited or corrupt); {RETRAIN}"
+            ) from None
         if not isinstance(bank, dict):
             raise CorruptBankError(f"{path}: not a logit bank (no header)")
         if bank.get("format") != BANK_FORMAT:
@@ -209,6 +215,10 @@ class _BankFile:
             raise CorruptBankError(
                 f"{self.path}: corrupt data ({error}); {RETRAIN}"
             ) from error
+        for split, ids in self.ids.items():
+            problem = _label_problem(tensors[f"labels/{split}"], split, ids)
+            if problem:
+                raise CorruptBankError(f"{self.path}: {problem}; {RETRAIN}")
         self.tensors = tensors
         return tensors
 
@@ -222,12 +232,6 @@ class _LazyTensors(MutableMapping):
         self.file = file
         self.kind = kind
         self.assigned = {}
-
-    def n_rows(self, split):
-        """Rows of ``split``, from the header alone."""
-        if split in self.assigned:
-            return self.assigned[split].shape[0]
-        return self.file.shape(f"{self.kind}/{split}")[0]
 
     def __getitem__(self, split):
         if split in self.assigned:
@@ -252,10 +256,49 @@ class _LazyTensors(MutableMapping):
         return f"<{self.kind} of {self.file.path}, read on first use>"
 
 
-def _n_rows(tensors, split):
-    if isinstance(tensors, _LazyTensors):
-        return tensors.n_rows(split)
-    return tensors[split].shape[0]
+def _shape(tensors, split):
+    if isinstance(tensors, _LazyTensors) and split not in tensors.assigned:
+        return list(tensors.file.shape(f"{tensors.kind}/{split}"))
+    return list(tensors[split].shape)
+
+
+def _shape_problem(logits, labels, split, n):
+    """Why the ``split`` tensors cannot be those of ``n`` cycles, or
+    ``None``.
+    """
+    logit_shape, label_shape = _shape(logits, split), _shape(labels, split)
+    if logit_shape != [n, N_CLASSES]:
+        return (
+            f"'{split}' logits are {logit_shape}, expected [{n}, "
+            f"{N_CLASSES}]: one row per cycle ID and one logit per class "
+            f"({', '.join(CLASS_NAMES)})"
+        )
+    if label_shape != [n]:
+        return f"'{split}' labels are {label_shape}, expected [{n}]"
+    return None
+
+
+def _label_problem(labels, split, ids):
+    """Why ``labels`` are not classes 0-3, naming the first bad row; or
+    ``None``.
+
+    Example
+    -------
+    >>> _label_problem(torch.tensor([0, 99]), "test", ["a_0", "b_0"])
+    "'test' label 99 at row 1 (cycle b_0) is not a class 0-3"
+    """
+    bad = (labels < 0) | (labels >= N_CLASSES)
+    if labels.is_floating_point():
+        bad |= labels != labels.floor()  # also NaN
+    bad = bad.nonzero().flatten()
+    if len(bad) == 0:
+        return None
+    row = int(bad[0])
+    return (
+        f"'{split}' label {labels[row].item()} at row {row} (cycle "
+        f"{ids[row]}) is not a class 0-{N_CLASSES - 1}"
+        + (f" ({len(bad)} such rows)" if len(bad) > 1 else "")
+    )
 
 
 @dataclass
@@ -275,16 +318,15 @@ class LogitBank:
                 raise BankMismatchError(
                     f"{self.source}: duplicate cycle IDs in split '{split}'"
                 )
-            for kind, tensors in (
-                ("logit", self.logits),
-                ("label", self.labels),
-            ):
-                rows = _n_rows(tensors, split)
-                if rows != n:
-                    raise BankMismatchError(
-                        f"{self.source}: {n} IDs but {rows} {kind} rows "
-                        f"in '{split}'"
-                    )
+            problem = _shape_problem(self.logits, self.labels, split, n)
+            if problem is None and not isinstance(self.labels, _LazyTensors):
+                problem = _label_problem(self.labels[split], split, ids)
+            if problem:
+                raise BankMismatchError(
+                    f"{self.source}: {problem}; this is not a bank of the "
+                    f"{N_CLASSES} ICBHI classes (hand-edited, or written by "
+                    f"other code): {RETRAIN}"
+                )
         self._rows = {
             split: {cid: i for i, cid in enumerate(ids)}
             for split, ids in self.ids.items()
@@ -583,22 +625,45 @@ def _by_seeds(banks, seeds):
             f"duplicate seeds {repeated} in {seeds}: each teacher can be "
             "chosen once; list distinct seeds"
         )
-    holders = {}
-    for bank in sorted(banks, key=bank_order):
-        holders.setdefault(bank.info.get("seed"), []).append(bank)
+    holders = {b.info.get("seed"): b for b in sorted(banks, key=bank_order)}
     missing = [s for s in seeds if s not in holders]
     if missing:
         raise BankMismatchError(
             f"no bank for seeds {missing} (have {list(holders)})"
         )
-    shared = [s for s in seeds if len(holders[s]) > 1]
-    if shared:
-        files = ", ".join(b.source for b in holders[shared[0]])
-        raise BankMismatchError(
-            f"seed {shared[0]} is held by {len(holders[shared[0]])} banks "
-            f"({files}): keep one of them in the folder"
-        )
-    return [holders[s][0] for s in seeds]
+    return [holders[s] for s in seeds]
+
+
+def check_distinct_seeds(banks):
+    """Refuse two banks of one seed: the same teacher, or a copied run
+    folder, would count twice in an ensemble or a distillation.
+
+    Raises
+    ------
+    BankMismatchError
+        Naming the seed and every file that holds it.
+
+    Example
+    -------
+    >>> banks = [LogitBank({}, {}, {}, {"seed": 1}, source=f"{run}/bank")
+    ...          for run in ("a", "b")]
+    >>> try:
+    ...     check_distinct_seeds(banks)
+    ... except BankMismatchError as error:
+    ...     print(error)  # doctest: +ELLIPSIS
+    seed 1 is held by 2 banks (a/bank, b/bank): ...
+    """
+    holders = {}
+    for bank in sorted(banks, key=bank_order):
+        holders.setdefault(bank.info.get("seed"), []).append(bank)
+    for seed, held in holders.items():
+        if len(held) > 1:
+            files = ", ".join(b.source for b in held)
+            raise BankMismatchError(
+                f"seed {seed} is held by {len(held)} banks ({files}): two "
+                "runs of one seed are one teacher counted twice (a copied "
+                "run folder?); keep one of them in the folder"
+            )
 
 
 def _recorded_score(bank, split):
@@ -658,7 +723,8 @@ def select_banks(banks, k=None, seeds=None, curate_on=None):
         For a ``k`` that is not a positive integer, or empty or repeated
         ``seeds``.
     BankMismatchError
-        If there are fewer than ``k`` banks, no bank for a seed, or a
+        If two banks hold one seed (:func:`check_distinct_seeds`), there
+        are fewer than ``k`` banks, no bank for a seed, or a
         bank without a Score to rank it by; also for a chosen bank whose
         file is corrupt (:class:`CorruptBankError`).
 
@@ -676,6 +742,7 @@ def select_banks(banks, k=None, seeds=None, curate_on=None):
     """
     if k is not None:
         k = check_k(k)
+    check_distinct_seeds(banks)
     if seeds is not None:
         chosen = _by_seeds(banks, seeds)
     else:

@@ -38,6 +38,12 @@ def confusion_matrix(predictions, targets, n_classes=N_CLASSES):
     torch.Tensor
         ``[n_classes, n_classes]`` int64 counts, rows are targets.
 
+    Raises
+    ------
+    ValueError
+        For a target or prediction outside ``0..n_classes-1``, naming the
+        first such row.
+
     Example
     -------
     >>> confusion_matrix([0, 1], [0, 0], n_classes=2).tolist()
@@ -49,6 +55,13 @@ def confusion_matrix(predictions, targets, n_classes=N_CLASSES):
         raise ValueError(
             f"{predictions.numel()} predictions for {targets.numel()} targets"
         )
+    for name, values in (("target", targets), ("prediction", predictions)):
+        bad = ((values < 0) | (values >= n_classes)).nonzero().flatten()
+        if len(bad):
+            raise ValueError(
+                f"{name} {int(values[bad[0]])} at row {int(bad[0])} is not "
+                f"a class 0-{n_classes - 1} ({len(bad)} such rows)"
+            )
     flat = targets * n_classes + predictions
     counts = torch.bincount(flat, minlength=n_classes * n_classes)
     return counts.reshape(n_classes, n_classes)

@@ -89,33 +89,41 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
+def _score(args):
+    """The result rows and, for one ensemble scored from its banks, its
+    breakdown per device and location (else ``{}``).
+    """
+    banks = find_banks(args.bank_folder)
+    if args.manifest:
+        ids, _ = read_manifest(args.manifest)
+        for bank in banks:
+            bank.check_manifest(args.split, ids)
+    if args.sweep:
+        return sweep(banks, args.split, curate_on=args.curate_on), {}
+    chosen = select_banks(
+        banks, k=args.k, seeds=args.seeds, curate_on=args.curate_on
+    )
+    seeds = " ".join(str(b.info.get("seed")) for b in chosen)
+    breakdown = {}
+    if args.audio:
+        result = evaluate_models(chosen, args.audio, args.device)
+    else:
+        result = evaluate_banks(chosen, args.split)
+        breakdown = bank_breakdown(chosen, args.split)
+    return [{"k": len(chosen), "seeds": seeds, **result}], breakdown
+
+
 def main(argv=None):
     """Print (and optionally save) the ensemble Score(s)."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.audio and args.sweep:
         sys.exit("--audio scores one ensemble: choose it with --k or --seeds")
     try:
-        banks = find_banks(args.bank_folder)
-        if args.manifest:
-            ids, _ = read_manifest(args.manifest)
-            for bank in banks:
-                bank.check_manifest(args.split, ids)
-        if args.sweep:
-            rows = sweep(banks, args.split, curate_on=args.curate_on)
-        else:
-            chosen = select_banks(
-                banks, k=args.k, seeds=args.seeds, curate_on=args.curate_on
-            )
-    except ValueError as error:
-        # Refused banks or selection: the message names what to change.
+        rows, breakdown = _score(args)
+    except (ValueError, FileNotFoundError) as error:
+        # Refused banks, selection or manifest: the message names what to
+        # change.
         sys.exit(f"ensemble.py: {error}")
-    if not args.sweep:
-        seeds = " ".join(str(b.info.get("seed")) for b in chosen)
-        if args.audio:
-            result = evaluate_models(chosen, args.audio, args.device)
-        else:
-            result = evaluate_banks(chosen, args.split)
-        rows = [{"k": len(chosen), "seeds": seeds, **result}]
     print("| k | seeds | Sp | Se | Score |\n|---|---|---|---|---|")
     for row in rows:
         print(
@@ -126,7 +134,7 @@ def main(argv=None):
         write_csv(rows, args.out)
     if not args.sweep and not args.audio:
         # One Score hides the device shift of ICBHI's test split.
-        for by, table in bank_breakdown(chosen, args.split).items():
+        for by, table in breakdown.items():
             print(f"\n{args.split} Sp/Se/Score per {by}:")
             print(markdown_table(table))
             if args.out:
