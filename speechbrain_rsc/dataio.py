@@ -6,6 +6,7 @@ Example
 ['id', 'prompt', 'sig', 'target']
 """
 
+import csv
 import logging
 import os
 import shutil
@@ -17,6 +18,9 @@ import speechbrain as sb
 import torch
 from speechbrain.dataio.dataset import DynamicItemDataset
 from speechbrain.utils.distributed import run_on_main
+
+from speechbrain_rsc.data.manifests import ManifestError, check_unchanged
+from speechbrain_rsc.data.schema import CLASS_NAMES, N_CLASSES
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +106,14 @@ def dataio_prep(manifests, sample_rate):
     dict
         Split name -> dataset yielding ``id``, ``sig`` (float waveform),
         ``target`` (the int64 ``label``) and ``prompt`` (BTS sentence).
+
+    Raises
+    ------
+    ManifestError
+        For a manifest edited since its preparation wrote it
+        (:func:`~speechbrain_rsc.data.manifests.check_unchanged`), or a
+        row whose label is not a class or whose WAV is missing, unreadable
+        or at another rate than ``sample_rate`` (:func:`check_rows`).
     """
 
     @sb.utils.data_pipeline.takes("wav")
@@ -117,6 +129,8 @@ def dataio_prep(manifests, sample_rate):
 
     datasets = {}
     for split, csv_path in manifests.items():
+        check_unchanged(csv_path)
+        check_rows(csv_path, sample_rate)
         dataset = _from_csv(csv_path)
         datasets[split] = dataset
         if len(dataset) == 0:
@@ -124,7 +138,6 @@ def dataio_prep(manifests, sample_rate):
         dataset.add_dynamic_item(audio_pipeline)
         dataset.add_dynamic_item(label_pipeline)
         dataset.set_output_keys(list(DATASET_KEYS))
-        _check_rate(dataset, sample_rate, csv_path)
     return datasets
 
 
@@ -136,11 +149,74 @@ def _from_csv(csv_path):
     return DynamicItemDataset.from_csv(csv_path) if has_rows else []
 
 
-def _check_rate(dataset, sample_rate, csv_path):
-    first = next(iter(dataset.data.values()))["wav"]
-    rate = soundfile.info(first).samplerate
+def check_rows(csv_path, sample_rate):
+    """Refuse a manifest unless every row has a class label 0-3 and a
+    readable WAV at ``sample_rate``.
+
+    Arguments
+    ---------
+    csv_path : str or Path
+        A manifest (``ID``, ``wav`` and ``label`` columns at least).
+    sample_rate : int
+        The rate the model expects.
+
+    Raises
+    ------
+    ManifestError
+        Naming the file, the line, the cycle and what to do.
+
+    Example
+    -------
+    >>> path = getfixture("tmp_path") / "m.csv"
+    >>> _ = path.write_text("ID,wav,label" + chr(10) + "a_0,a.wav,7")
+    >>> try:
+    ...     check_rows(path, 16000)
+    ... except ManifestError as error:
+    ...     print(str(error).split(": ")[1].split(";")[0])
+    label '7' is not a class 0-3 (normal, crackle, wheeze, both)
+    """
+    with open(csv_path, newline="", encoding="utf-8") as file:
+        reader = csv.DictReader(file)
+        missing = {"ID", "wav", "label"} - set(reader.fieldnames or ())
+        if missing:
+            raise ManifestError(
+                f"{csv_path}: no {', '.join(sorted(missing))} column; "
+                "give a manifest written by icbhi_prepare.py"
+            )
+        for row in reader:
+            where = f"{csv_path}, line {reader.line_num} (cycle {row['ID']})"
+            _check_label(row["label"], where)
+            _check_wav(row["wav"], sample_rate, where)
+
+
+def _check_label(label, where):
+    try:
+        ok = int(label) in range(N_CLASSES)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ManifestError(
+            f"{where}: label {label!r} is not a class 0-{N_CLASSES - 1} "
+            f"({', '.join(CLASS_NAMES)}); the manifest was edited by hand: "
+            "prepare the data again (icbhi_prepare.py)"
+        )
+
+
+def _check_wav(wav, sample_rate, where):
+    if not wav or not os.path.isfile(wav):
+        raise ManifestError(
+            f"{where}: the cycle {wav!r} does not exist; prepare the data "
+            "again (icbhi_prepare.py) or restore the cycle cache"
+        )
+    try:
+        rate = soundfile.info(wav).samplerate
+    except (RuntimeError, OSError) as error:  # LibsndfileError
+        raise ManifestError(
+            f"{where}: the cycle {wav} cannot be read ({error}); prepare "
+            "the data again (icbhi_prepare.py)"
+        ) from None
     if rate != sample_rate:
-        raise ValueError(
-            f"{csv_path}: cycles are cached at {rate} Hz but the model "
+        raise ManifestError(
+            f"{where}: cycles are cached at {rate} Hz ({wav}) but the model "
             f"expects {sample_rate} Hz; prepare the data at {sample_rate} Hz"
         )

@@ -6,10 +6,12 @@ A finished preparation is a folder ``manifests_<key>/`` holding:
   (``MANIFEST_COLUMNS``), readable by ``DynamicItemDataset.from_csv``;
 - ``summary.json``: the ``key``, the ``options``, the input paths of the
   run that wrote it (``sources``), counts per split and class,
-  renamed-stem matches, recordings missing from disk, and every skip with
-  its reason, file and line.
+  renamed-stem matches, recordings missing from disk, every skip with
+  its reason, file and line, and the SHA-256 of each manifest
+  (``manifest_sha256``).
 
-:func:`not_done_because` says whether such a folder can be used as it is.
+:func:`not_done_because` says whether such a folder can be used as it is;
+:func:`check_unchanged` refuses a manifest edited after it was written.
 
 Example
 -------
@@ -18,6 +20,7 @@ Example
 """
 
 import csv
+import hashlib
 import json
 import logging
 import os
@@ -57,6 +60,7 @@ MANIFEST_COLUMNS = (
 )
 MANIFESTS_PREFIX = "manifests_"
 SUMMARY_FILE = "summary.json"
+DIGESTS = "manifest_sha256"  # summary key: manifest file name -> SHA-256
 
 
 @dataclass(frozen=True)
@@ -266,10 +270,77 @@ def official_split_check(per_split):
 
 
 def write_manifests(folder, by_split, summary):
-    """Write the manifests and ``summary.json`` into ``folder``."""
+    """Write the manifests and ``summary.json`` into ``folder``; the
+    summary records each manifest's SHA-256 (``manifest_sha256``) for
+    :func:`check_unchanged`.
+    """
+    digests = {}
     for name in SPLITS:
-        write_manifest(folder / f"{name}.csv", by_split[name])
-    write_json(folder / SUMMARY_FILE, summary)
+        path = folder / f"{name}.csv"
+        write_manifest(path, by_split[name])
+        digests[path.name] = _sha256(path)
+    write_json(folder / SUMMARY_FILE, {**summary, DIGESTS: digests})
+
+
+class ManifestError(ValueError):
+    """A manifest a run cannot use: edited since its preparation wrote
+    it, or with a row whose label or cycle is unusable.
+    """
+
+
+def check_unchanged(csv_path):
+    """Refuse a prepared manifest that differs from what its preparation
+    wrote (by the SHA-256 its ``summary.json`` records).
+
+    A manifest with no ``summary.json`` beside it was not written by
+    :func:`~speechbrain_rsc.data.prepare.prepare_icbhi` and is not
+    checked here.
+
+    Raises
+    ------
+    ManifestError
+        Naming the file, and saying to delete its folder and prepare again.
+
+    Example
+    -------
+    >>> folder = getfixture("tmp_path")
+    >>> write_manifests(folder, {s: [] for s in SPLITS}, {})
+    >>> check_unchanged(folder / "test.csv")
+    >>> _ = (folder / "test.csv").write_text("edited")
+    >>> check_unchanged(folder / "test.csv")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    speechbrain_rsc.data.manifests.ManifestError: .../test.csv was changed ...
+    """
+    path = Path(csv_path)
+    summary_path = path.parent / SUMMARY_FILE
+    if not summary_path.is_file():
+        return
+    try:
+        summary = json.loads(summary_path.read_text("utf-8"))
+        recorded = summary[DIGESTS][path.name]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ManifestError(
+            f"{summary_path} does not record the SHA-256 of {path.name} "
+            f"({error!r}), so it cannot be checked (unreadable, or prepared "
+            f"by an older version): delete {path.parent} and prepare again "
+            "(icbhi_prepare.py)"
+        ) from None
+    found = _sha256(path)
+    if found != recorded:
+        raise ManifestError(
+            f"{path} was changed after its preparation wrote it (SHA-256 "
+            f"{found[:16]}..., {SUMMARY_FILE} records {str(recorded)[:16]}"
+            "...): a hand-edited manifest would train and score on labels "
+            f"or cycles its provenance does not show; delete {path.parent} "
+            "and prepare again (icbhi_prepare.py), or prepare into a fresh "
+            "save_folder"
+        )
+
+
+def _sha256(path):
+    with open(path, "rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
 
 
 def write_manifest(path, rows):
@@ -302,6 +373,8 @@ def not_done_because(target, cache, options):
         stored = (summary.get("key"), summary.get("options"))
         if stored != (prepare_key(options), json.loads(json.dumps(options))):
             return f"{target / SUMMARY_FILE} is of other options"
+        if DIGESTS not in summary:
+            return f"{target / SUMMARY_FILE} records no manifest checksums"
         if not cache_is_complete(cache):
             return f"the cycle cache {cache} is incomplete"
         for split in SPLITS:
