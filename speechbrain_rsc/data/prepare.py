@@ -23,7 +23,10 @@ writes, in ``save_folder``:
     renamed-stem matches, recordings missing from disk, and every skip
     with its reason, file and line;
 
-- ``.prepare.lock``: the lock file of concurrent preparations (kept).
+- ``.prepare.lock``: the lock file of concurrent preparations (kept);
+- ``.recording_digests.json``: the SHA-256 of every recording hashed, so
+  that an unchanged database is not read again
+  (:class:`~speechbrain_rsc.data.fingerprints.DigestCache`).
 
 No path or modification time enters a key, so a moved or copied data
 folder is the same data, and other audio under the same names is other
@@ -48,7 +51,10 @@ Each step of :func:`prepare_icbhi` lives in one module:
 Reuse and concurrency
 ---------------------
 A call whose ``manifests_<key>`` exists returns at once if every cycle its
-manifests list exists in the current cache folder. If not (the save folder
+manifests list exists in the current cache folder and each manifest still
+has the SHA-256 its ``summary.json`` records; an edited manifest is
+refused (:class:`~speechbrain_rsc.data.manifests.ManifestError`), naming
+it, until its folder is deleted. If not (the save folder
 was moved or copied, so the manifests point to the old place, or cycles
 were deleted), the reason is logged and the manifests are written again,
 reusing the cycles found in the cache. A call with other options writes
@@ -127,6 +133,8 @@ from speechbrain_rsc.data.cutting import (
 )
 from speechbrain_rsc.data.cycles import PADS
 from speechbrain_rsc.data.fingerprints import (
+    DIGESTS_FILE,
+    DigestCache,
     cache_key,
     cache_options,
     preparation_options,
@@ -143,6 +151,7 @@ from speechbrain_rsc.data.manifests import (
     SUMMARY_FILE,
     LeftOut,
     assemble_manifests,
+    check_unchanged,
     make_summary,
     manifest_paths,
     not_done_because,
@@ -163,7 +172,11 @@ from speechbrain_rsc.data.publishing import (
 logger = logging.getLogger(__name__)
 
 # What a killed run may leave in a save folder (see publishing, write_cycle).
-LEFTOVERS = (f".{MANIFESTS_PREFIX}*.tmp", f"{CACHE_PREFIX}*/*.tmp")
+LEFTOVERS = (
+    f".{MANIFESTS_PREFIX}*.tmp",
+    f"{CACHE_PREFIX}*/*.tmp",
+    f".{DIGESTS_FILE}.*.tmp",
+)
 
 
 def prepare_icbhi(
@@ -233,22 +246,33 @@ def prepare_icbhi(
     _check_save_folder(save_folder)
     layout = find_layout(data_folder, split_file)
     files = discover_recordings(layout.audio_folder)
+    digests = DigestCache(save_folder / DIGESTS_FILE)
     options = preparation_options(
-        layout, files, sample_rate, duration, pad, valid_fraction, seed
+        layout, files, sample_rate, duration, pad, valid_fraction, seed, digests
     )
+    try:
+        return _prepare_or_reuse(layout, files, options, save_folder)
+    finally:
+        digests.save()
+
+
+def _prepare_or_reuse(layout, files, options, save_folder):
+    """The outputs of a finished preparation of ``options``, prepared now
+    if there is none.
+    """
     cache = save_folder / f"{CACHE_PREFIX}{cache_key(options)}"
     target = save_folder / f"{MANIFESTS_PREFIX}{prepare_key(options)}"
     if not_done_because(target, cache, options) is None:
         logger.info(
             "ICBHI already prepared in %s with these options; skipping", target
         )
-        return manifest_paths(target)
+        return _unchanged(target)
     tables = read_tables(layout)  # malformed: an error before any write
     with lock(save_folder) as locked:
         why = not_done_because(target, cache, options)
         if why is None:  # another run finished it while this one waited
             logger.info("ICBHI prepared in %s by another run; using it", target)
-            return manifest_paths(target)
+            return _unchanged(target)
         stale = target.exists()
         if stale:
             logger.warning("Preparing %s again: %s", target, why)
@@ -257,6 +281,16 @@ def prepare_icbhi(
                 remove_leftovers(save_folder, LEFTOVERS)
         _prepare(layout, files, tables, options, cache, target, stale)
     return manifest_paths(target)
+
+
+def _unchanged(target):
+    """The paths of a finished preparation, each manifest checked against
+    the SHA-256 its summary records.
+    """
+    outputs = manifest_paths(target)
+    for split in SPLITS:
+        check_unchanged(outputs[split])
+    return outputs
 
 
 def _prepare(layout, files, tables, options, cache, target, stale):
