@@ -239,6 +239,10 @@ class AST(FbankBackbone):
         A transformers AST folder or an original AST ``.pth``.
     n_classes : int
     spec_augment : bool
+    spec_augment_p : float
+        Probability of masking an utterance (``SpecAugment``'s ``p``).
+    spec_augment_shared : bool
+        One draw per batch (its ``shared``).
     duration : float
         Cycle length in seconds; the model takes exactly that many frames.
     sample_rate : int, optional
@@ -255,6 +259,8 @@ class AST(FbankBackbone):
         pretrained_path=None,
         n_classes=4,
         spec_augment=True,
+        spec_augment_p=1.0,
+        spec_augment_shared=False,
         duration=8.0,
         sample_rate=None,
         **config,
@@ -268,7 +274,11 @@ class AST(FbankBackbone):
             config = {**own, **config}
         config = ASTConfig(**{**config, "max_length": frames})
         self.front_end = FbankFrontEnd(
-            self.sample_rate, config.num_mel_bins, spec_augment
+            self.sample_rate,
+            config.num_mel_bins,
+            spec_augment,
+            spec_augment_p,
+            spec_augment_shared,
         )
         self.encoder = ASTModel(config)
         self.head = torch.nn.Sequential(

@@ -83,6 +83,10 @@ class CNN6(FbankBackbone):
     n_classes : int
     spec_augment : bool
         Mask the fbank while training.
+    spec_augment_p : float
+        Probability of masking an utterance (``SpecAugment``'s ``p``).
+    spec_augment_shared : bool
+        One draw per batch (its ``shared``).
     channels : sequence of int
         Widths of the four blocks (PANNs: 64, 128, 256, 512).
     n_mels : int
@@ -99,6 +103,8 @@ class CNN6(FbankBackbone):
         pretrained_path=None,
         n_classes=4,
         spec_augment=True,
+        spec_augment_p=1.0,
+        spec_augment_shared=False,
         channels=(64, 128, 256, 512),
         n_mels=128,
         dropout=0.5,
@@ -109,7 +115,13 @@ class CNN6(FbankBackbone):
         self.check_sample_rate(sample_rate)
         if len(channels) != 4:
             raise ValueError(f"CNN6 has 4 blocks, got channels={channels}")
-        self.front_end = FbankFrontEnd(self.sample_rate, n_mels, spec_augment)
+        self.front_end = FbankFrontEnd(
+            self.sample_rate,
+            n_mels,
+            spec_augment,
+            spec_augment_p,
+            spec_augment_shared,
+        )
         self.bn0 = torch.nn.BatchNorm2d(n_mels)
         widths = [1, *channels]
         for i in range(4):

@@ -12,6 +12,8 @@ Example
 torch.Size([2, 798, 128])
 """
 
+import math
+
 import torch
 from torchaudio.compliance.kaldi import get_mel_banks
 
@@ -20,6 +22,9 @@ FBANK_STD = 4.5689974
 PREEMPHASIS = 0.97
 # Kaldi floors the mel energies at float32's epsilon before the log.
 LOG_FLOOR = torch.finfo(torch.float32).eps
+# The ICBHI code masks when ``1.0 >= torch.randn(1)``: with probability
+# Phi(1), the standard normal CDF at 1.
+REFERENCE_SPEC_AUGMENT_P = 0.5 * (1 + math.erf(1 / math.sqrt(2)))
 
 
 class KaldiFbank(torch.nn.Module):
@@ -161,9 +166,15 @@ class SpecAugment(torch.nn.Module):
         Exclusive bound of a time band's width (160 frames).
     n_freq_masks, n_time_masks : int
     p : float
-        Probability that an utterance is masked at all. The ICBHI code
-        tests ``1.0 >= torch.randn(1)``, which masks about 84% of the
-        utterances; 1.0 masks all.
+        Probability that an utterance (a batch, if ``shared``) is masked at
+        all. The ICBHI code tests ``1.0 >= torch.randn(1)``, which masks
+        with probability ``REFERENCE_SPEC_AUGMENT_P`` (Phi(1) = 0.8413);
+        1.0 masks always.
+    shared : bool
+        Draw once per batch: whether to mask, the bands, and the fill (the
+        mean of the whole batch), as that code does when it is handed a
+        batch instead of one utterance. ``False``: each utterance draws its
+        own, as the ICBHI pipeline's per-cycle transform does.
 
     Example
     -------
@@ -174,33 +185,44 @@ class SpecAugment(torch.nn.Module):
     """
 
     def __init__(
-        self, freq_mask=48, time_mask=160, n_freq_masks=2, n_time_masks=2, p=1.0
+        self,
+        freq_mask=48,
+        time_mask=160,
+        n_freq_masks=2,
+        n_time_masks=2,
+        p=1.0,
+        shared=False,
     ):
         super().__init__()
+        if not 0 <= p <= 1:
+            raise ValueError(f"SpecAugment p must be in [0, 1], not {p}")
         self.freq_mask = freq_mask
         self.time_mask = time_mask
         self.n_freq_masks = n_freq_masks
         self.n_time_masks = n_time_masks
         self.p = p
+        self.shared = shared
 
     def forward(self, feats):
         """Masked ``feats`` ``[batch, frames, bins]`` in training mode."""
         if not self.training:
             return feats
         batch, frames, bins = feats.shape
-        chosen = torch.rand(batch, 1, device=feats.device) < self.p
+        draws = 1 if self.shared else batch
+        dims = (0, 1, 2) if self.shared else (1, 2)
+        chosen = torch.rand(draws, 1, device=feats.device) < self.p
         freq = band_mask(
-            batch, bins, self.freq_mask, self.n_freq_masks, feats.device
+            draws, bins, self.freq_mask, self.n_freq_masks, feats.device
         )
-        feats = _fill_mean(feats, (freq & chosen)[:, None, :])
+        feats = _fill_mean(feats, (freq & chosen)[:, None, :], dims)
         time = band_mask(
-            batch, frames, self.time_mask, self.n_time_masks, feats.device
+            draws, frames, self.time_mask, self.n_time_masks, feats.device
         )
-        return _fill_mean(feats, (time & chosen)[:, :, None])
+        return _fill_mean(feats, (time & chosen)[:, :, None], dims)
 
 
-def _fill_mean(feats, mask):
-    mean = feats.mean(dim=(1, 2), keepdim=True)
+def _fill_mean(feats, mask, dims):
+    mean = feats.mean(dim=dims, keepdim=True)
     return torch.where(mask, mean, feats)
 
 
@@ -216,6 +238,8 @@ class FbankFrontEnd(torch.nn.Module):
     n_mels : int
     spec_augment : bool
         Add :class:`SpecAugment` (active in training mode only).
+    spec_augment_p, spec_augment_shared
+        Its ``p`` and ``shared``.
 
     Example
     -------
@@ -223,10 +247,21 @@ class FbankFrontEnd(torch.nn.Module):
     torch.Size([1, 98, 128])
     """
 
-    def __init__(self, sample_rate=16000, n_mels=128, spec_augment=True):
+    def __init__(
+        self,
+        sample_rate=16000,
+        n_mels=128,
+        spec_augment=True,
+        spec_augment_p=1.0,
+        spec_augment_shared=False,
+    ):
         super().__init__()
         self.fbank = KaldiFbank(sample_rate, n_mels)
-        self.spec_augment = SpecAugment() if spec_augment else None
+        self.spec_augment = None
+        if spec_augment:
+            self.spec_augment = SpecAugment(
+                p=spec_augment_p, shared=spec_augment_shared
+            )
 
     def forward(self, wavs):
         """``[batch, samples]`` -> ``[batch, frames, n_mels]``."""

@@ -51,6 +51,10 @@ class TimmFbankCNN(FbankBackbone):
         Local ImageNet weights in timm's layout (file or folder).
     n_classes : int
     spec_augment : bool
+    spec_augment_p : float
+        Probability of masking an utterance (``SpecAugment``'s ``p``).
+    spec_augment_shared : bool
+        One draw per batch (its ``shared``).
     drop_rate : float
         Dropout before the classifier.
     sample_rate : int, optional
@@ -64,12 +68,20 @@ class TimmFbankCNN(FbankBackbone):
         pretrained_path=None,
         n_classes=4,
         spec_augment=True,
+        spec_augment_p=1.0,
+        spec_augment_shared=False,
         drop_rate=0.0,
         sample_rate=None,
     ):
         super().__init__()
         self.check_sample_rate(sample_rate)
-        self.front_end = FbankFrontEnd(self.sample_rate, 128, spec_augment)
+        self.front_end = FbankFrontEnd(
+            self.sample_rate,
+            128,
+            spec_augment,
+            spec_augment_p,
+            spec_augment_shared,
+        )
         self.net = timm.create_model(
             self.timm_name,
             pretrained=False,
