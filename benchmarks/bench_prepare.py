@@ -5,8 +5,9 @@ Writes a synthetic database of 920 recordings (about 6900 cycles, 1.7 GB)
 with ``make_synthetic_icbhi``, then times a fresh preparation at 16 kHz
 (about 3.4 GB of cached cycles) and a second, cached call (which still
 fingerprints the recordings, from the digests the first call kept, checks
-each manifest's SHA-256 and that every cycle of the manifests exists), and prints a Markdown table. Everything goes to a temporary
-folder that is deleted at the end unless ``--keep`` is given; a folder
+each manifest's SHA-256 and that every cycle of the manifests exists), and
+prints a Markdown table. Everything goes to a temporary folder that is
+deleted at the end unless ``--keep`` is given; a folder
 given with ``--work`` is kept.
 
 Run from the repository root::
