@@ -107,6 +107,8 @@ def prepare_data(
     split_file=None,
     synthetic_folder=None,
     synthetic_recordings=60,
+    prompt_location="recording",
+    prompt_metadata_file=None,
 ):
     """Make (if asked) and prepare the ICBHI data; return the datasets.
 
@@ -122,6 +124,8 @@ def prepare_data(
         so one folder may serve many runs).
     sample_rate, duration, pad, valid_fraction, split_seed, split_file
         As for :func:`speechbrain_rsc.data.prepare.prepare_icbhi`.
+    prompt_location, prompt_metadata_file
+        Its ``prompt_location`` and ``prompt_metadata_file``.
     synthetic_folder : str, optional
         Where the synthetic dataset is made (``data_folder: synthetic``).
     synthetic_recordings : int
@@ -144,6 +148,8 @@ def prepare_data(
         "valid_fraction": valid_fraction,
         "seed": split_seed,
         "split_file": split_file,
+        "prompt_location": prompt_location,
+        "prompt_metadata_file": prompt_metadata_file,
     }
     outputs = {}
     run_on_main(lambda: outputs.update(prepare_icbhi(**options)))

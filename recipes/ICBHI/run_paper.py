@@ -162,6 +162,8 @@ def prepare_run_data(plain):
         valid_fraction=protocol.valid_fraction,
         split_seed=plain["split_seed"],
         split_file=plain["split_file"],
+        prompt_location=plain["prompt_location"],
+        prompt_metadata_file=plain["prompt_metadata_file"],
         synthetic_folder=plain["synthetic_folder"],
         synthetic_recordings=plain["synthetic_recordings"],
     )

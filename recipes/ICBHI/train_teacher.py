@@ -57,6 +57,8 @@ if __name__ == "__main__":
         valid_fraction=protocol.valid_fraction,
         split_seed=hparams["split_seed"],
         split_file=hparams["split_file"],
+        prompt_location=hparams["prompt_location"],
+        prompt_metadata_file=hparams["prompt_metadata_file"],
         synthetic_folder=hparams["synthetic_folder"],
         synthetic_recordings=hparams["synthetic_recordings"],
     )

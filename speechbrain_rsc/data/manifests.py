@@ -30,7 +30,7 @@ from pathlib import Path
 
 from speechbrain_rsc.data.cutting import cache_is_complete
 from speechbrain_rsc.data.fingerprints import prepare_key
-from speechbrain_rsc.data.prompts import bts_prompt
+from speechbrain_rsc.data.prompts import PromptWriter
 from speechbrain_rsc.data.publishing import write_json
 from speechbrain_rsc.data.schema import CLASS_NAMES, age_group
 
@@ -96,7 +96,9 @@ def manifest_paths(target):
     return outputs
 
 
-def assemble_manifests(jobs, results, tables, valid_patients):
+def assemble_manifests(
+    jobs, results, tables, valid_patients, write_prompt=None
+):
     """The manifest rows of every split, in the order of ``jobs``.
 
     Arguments
@@ -109,20 +111,25 @@ def assemble_manifests(jobs, results, tables, valid_patients):
         The demographics and diagnoses.
     valid_patients : set of int
         The train patients moved to ``valid``.
+    write_prompt : PromptWriter, optional
+        Writes the BTS prompts (default: each recording's own location).
 
     Returns
     -------
     dict
         Split -> list of rows (dicts with ``MANIFEST_COLUMNS``).
     """
+    write_prompt = write_prompt or PromptWriter()
     by_split = {name: [] for name in SPLITS}
     for job, result in zip(jobs, results):
-        split, fields = recording_fields(job, tables, valid_patients)
+        split, fields = recording_fields(
+            job, tables, valid_patients, write_prompt
+        )
         by_split[split].extend({**fields, **row} for row in result.rows)
     return by_split
 
 
-def recording_fields(job, tables, valid_patients):
+def recording_fields(job, tables, valid_patients, write_prompt):
     """The split of one recording and the manifest fields it gives a cycle.
 
     Returns
@@ -150,7 +157,7 @@ def recording_fields(job, tables, valid_patients):
         "age_group": group,
         "sex": sex,
         "diagnosis": tables.diagnoses.get(stem.patient, ""),
-        "prompt": bts_prompt(stem.location, group, sex, stem.device),
+        "prompt": write_prompt(stem, group, sex),
     }
 
 

@@ -162,6 +162,7 @@ from speechbrain_rsc.data.planning import (
     plan_recordings,
     read_tables,
 )
+from speechbrain_rsc.data.prompts import PromptWriter
 from speechbrain_rsc.data.publishing import (
     lock,
     publish,
@@ -188,6 +189,8 @@ def prepare_icbhi(
     valid_fraction=0.15,
     seed=1234,
     split_file=None,
+    prompt_location="recording",
+    prompt_metadata_file=None,
 ):
     """Cut and cache the ICBHI cycles and write the split manifests.
 
@@ -212,6 +215,15 @@ def prepare_icbhi(
     split_file : str or Path, optional
         A ``stem<TAB>train|test`` file replacing the official one; required
         for the Kaggle layout.
+    prompt_location : str
+        Where the BTS prompt's chest location comes from: ``"recording"``
+        (its file name) or ``"patient"`` (the reference's one location per
+        patient, from ``prompt_metadata_file``); see
+        :class:`~speechbrain_rsc.data.prompts.PromptWriter`. Part of the key.
+    prompt_metadata_file : str or Path, optional
+        The reference's per-patient metadata (Patch-Mix's
+        ``data/icbhi_dataset/metadata.txt``), for ``"patient"``; its hash
+        is part of the key.
 
     Returns
     -------
@@ -244,19 +256,23 @@ def prepare_icbhi(
     save_folder = Path(save_folder).absolute()
     _check_options(sample_rate, duration, pad, valid_fraction, save_folder)
     _check_save_folder(save_folder)
+    write_prompt = PromptWriter(prompt_location, prompt_metadata_file)
     layout = find_layout(data_folder, split_file)
     files = discover_recordings(layout.audio_folder)
     digests = DigestCache(save_folder / DIGESTS_FILE)
     options = preparation_options(
         layout, files, sample_rate, duration, pad, valid_fraction, seed, digests
     )
+    options["prompts"] = write_prompt.options()
     try:
-        return _prepare_or_reuse(layout, files, options, save_folder)
+        return _prepare_or_reuse(
+            layout, files, options, save_folder, write_prompt
+        )
     finally:
         digests.save()
 
 
-def _prepare_or_reuse(layout, files, options, save_folder):
+def _prepare_or_reuse(layout, files, options, save_folder, write_prompt):
     """The outputs of a finished preparation of ``options``, prepared now
     if there is none.
     """
@@ -279,7 +295,9 @@ def _prepare_or_reuse(layout, files, options, save_folder):
         if locked:
             with writing(save_folder):
                 remove_leftovers(save_folder, LEFTOVERS)
-        _prepare(layout, files, tables, options, cache, target, stale)
+        _prepare(
+            layout, files, tables, options, cache, target, stale, write_prompt
+        )
     return manifest_paths(target)
 
 
@@ -293,7 +311,9 @@ def _unchanged(target):
     return outputs
 
 
-def _prepare(layout, files, tables, options, cache, target, stale):
+def _prepare(
+    layout, files, tables, options, cache, target, stale, write_prompt
+):
     """Plan, cut what is missing from ``cache``, publish ``target``.
 
     Runs under the lock; a ``stale`` target is replaced.
@@ -309,7 +329,9 @@ def _prepare(layout, files, tables, options, cache, target, stale):
         plan.jobs, options["valid_fraction"], options["seed"]
     )
     results = _cut(plan.jobs, cache, target, options)
-    by_split = assemble_manifests(plan.jobs, results, tables, valid_patients)
+    by_split = assemble_manifests(
+        plan.jobs, results, tables, valid_patients, write_prompt
+    )
     left_out = LeftOut.gather(plan, results)
     if not any(by_split.values()):
         raise ICBHIFormatError(
