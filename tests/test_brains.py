@@ -81,7 +81,7 @@ def make_brain(cls, tmp_path, epochs=2, **kwargs):
     counter = EpochCounter(epochs)
     hparams = {
         "seed": 3,
-        "lr_schedule": CosineAnnealing(0.05, epochs),
+        "lr_schedule": CosineAnnealing(0.05, epochs, lr_min=0.05e-3),
         "epoch_counter": counter,
         "test_dataloader_opts": {"batch_size": 5},
     }
@@ -245,7 +245,7 @@ def test_channels_last_trains_as_nchw(tmp_path, manifests):
             opt_class=lambda p: torch.optim.Adam(p, lr=0.05),
             hparams={
                 "seed": 3,
-                "lr_schedule": CosineAnnealing(0.05, 2),
+                "lr_schedule": CosineAnnealing(0.05, 2, lr_min=0.05e-3),
                 "epoch_counter": EpochCounter(2),
                 "channels_last": channels_last,
             },
@@ -327,12 +327,17 @@ def test_moving_average_gives_the_averaged_weights(tmp_path, manifests):
 def test_best_checkpoint_needs_se_above_best_min_se(tmp_path):
     brain, _ = make_brain(TeacherBrain, tmp_path, epochs=1)
     brain.options.best_min_se = 5.0
-    assert brain.selection_score({"score": 70.0, "se": 4.9}) == -1.0
-    assert brain.selection_score({"score": 70.0, "se": 5.0}) == -1.0
-    assert brain.selection_score({"score": 55.0, "se": 5.1}) == 55.0
-    assert brain.selection_score({"score": float("nan"), "se": 9}) == -1.0
+
+    def eligible(score, se):
+        stats = {"score": score, "se": se}
+        return brain.selection_meta(stats, epoch=1)["eligible"]
+
+    assert not eligible(70.0, 4.9)
+    assert not eligible(70.0, 5.0)
+    assert eligible(55.0, 5.1)
+    assert not eligible(float("nan"), 9)
     brain.options.best_min_se = None
-    assert brain.selection_score({"score": 70.0, "se": 0.0}) == 70.0
+    assert eligible(70.0, 0.0)
 
 
 @pytest.mark.parametrize(

@@ -42,6 +42,7 @@ def test_bts_row_is_the_papers_k5_mean_teacher():
 def test_average_row_inherits_the_k5_mean_teacher():
     rows = table2(_groups(["resnet18", "bts"]), "bts")
     assert [r["backbone"] for r in rows] == ["ResNet18", "BTS", "Average"]
-    # (56.26 + 64.38) / 2 and (1.17 + 0.84) / 2; Table 2's 64.39 gave 60.33, +1.01
+    # (56.26 + 64.38) / 2 and (1.17 + 0.84) / 2;
+    # Table 2's 64.39 gave 60.33, +1.01
     assert rows[2]["paper_soft"] == "60.32"
     assert rows[2]["paper_gain"] == "+1.00"
