@@ -31,6 +31,7 @@ from speechbrain_rsc.bank import LogitBank, mean_logits
 from speechbrain_rsc.data.schema import N_CLASSES
 from speechbrain_rsc.distillation import soft_cross_entropy
 from speechbrain_rsc.metrics import ICBHIStats
+from speechbrain_rsc.sampling import EpochShuffle
 
 logger = logging.getLogger(__name__)
 
@@ -58,8 +59,12 @@ class BrainOptions:
         An epoch whose selection Se is not above it never becomes the
         selected checkpoint while one that is exists (5 in the reference).
     cuda_precision : str, optional
-        Training precision on CUDA when ``--precision`` is not given
-        (``fp16``, as the reference; the CPU stays fp32).
+        Training and evaluation precision on CUDA when ``--precision`` and
+        ``--eval_precision`` are not given (``fp16``, as the reference
+        trains and evaluates under autocast; the CPU stays fp32).
+    selection_split : str
+        The split whose Score selects the checkpoint (``valid``, or
+        ``test`` under ``protocol: paper``): the train log names it.
 
     Example
     -------
@@ -74,6 +79,7 @@ class BrainOptions:
     ma_beta: float = None
     best_min_se: float = None
     cuda_precision: str = None
+    selection_split: str = "valid"
 
     @classmethod
     def from_hparams(cls, hparams):
@@ -89,17 +95,51 @@ class BrainOptions:
 
 
 def _with_cuda_precision(run_opts, precision):
-    """Run options with ``precision`` set to ``precision`` when the run is
-    on CUDA and no precision was given on the command line (mixed
-    precision, as the reference code trains; off on the CPU).
+    """Run options with ``precision`` and ``eval_precision`` set to
+    ``precision`` when the run is on CUDA and the command line gave
+    neither (mixed precision, as the reference code trains and evaluates;
+    off on the CPU).
+
+    Example
+    -------
+    >>> _with_cuda_precision({"device": "cuda:0"}, "fp16")
+    {'device': 'cuda:0', 'precision': 'fp16', 'eval_precision': 'fp16'}
+    >>> _with_cuda_precision({"device": "cpu"}, "fp16")
+    {'device': 'cpu'}
     """
     if isinstance(run_opts, sb.utils.run_opts.RunOptions):
         run_opts = {k: run_opts[k] for k in run_opts.overridden_args}
     run_opts = dict(run_opts or {})
     device = run_opts.get("device") or sb.utils.distributed.infer_device()
-    if precision and "precision" not in run_opts and "cuda" in str(device):
-        run_opts["precision"] = precision
+    if precision and "cuda" in str(device):
+        for name in ("precision", "eval_precision"):
+            run_opts.setdefault(name, precision)
     return run_opts
+
+
+def _check_grad_norm(max_grad_norm):
+    """Refuse a ``max_grad_norm`` that would not leave gradients alone.
+
+    SpeechBrain documents a negative value as "no clipping", but passes it
+    to ``torch.nn.utils.clip_grad_norm_``, which then multiplies every
+    gradient by a negative factor (gradient ascent). ``.inf`` disables
+    clipping exactly: the clip factor is capped at 1.
+
+    Example
+    -------
+    >>> _check_grad_norm(float("inf"))
+    >>> _check_grad_norm(-1.0)
+    Traceback (most recent call last):
+    ...
+    ValueError: max_grad_norm -1.0 must be positive...
+    """
+    if not max_grad_norm > 0:
+        raise ValueError(
+            f"max_grad_norm {max_grad_norm} must be positive: SpeechBrain "
+            "passes it to clip_grad_norm_, which turns a negative value "
+            "into gradient ascent. Use .inf (YAML) or inf (command line) "
+            "for no clipping, as the reference trains"
+        )
 
 
 def _seed_all(seed):
@@ -111,6 +151,74 @@ def _seed_all(seed):
 
 class TrainingDiverged(RuntimeError):
     """The loss stayed non-finite: the run did not converge."""
+
+
+class NoTrainingError(RuntimeError):
+    """A run took no optimizer step: its model was never trained."""
+
+
+def is_selection_checkpoint(ckpt):
+    """An end-of-epoch checkpoint ranked by :func:`selection_rank` (not
+    SpeechBrain's mid-epoch ones).
+    """
+    return "eligible" in ckpt.meta
+
+
+def selection_rank(ckpt):
+    """The rank of a checkpoint, highest kept: eligible epochs first, then
+    the higher Score, then the EARLIER epoch (the reference keeps a new
+    best only if its Score is strictly higher). When no epoch is eligible
+    (Se never above ``best_min_se``; the reference crashes), the best
+    Score among them is kept, and :func:`selection_record` says so.
+
+    Example
+    -------
+    >>> from types import SimpleNamespace as C
+    >>> ckpts = [
+    ...     C(meta={"eligible": True, "score": 60.0, "epoch": 2}),
+    ...     C(meta={"eligible": True, "score": 60.0, "epoch": 5}),
+    ...     C(meta={"eligible": False, "score": 70.0, "epoch": 3}),
+    ... ]
+    >>> max(ckpts, key=selection_rank).meta["epoch"]
+    2
+    """
+    meta = ckpt.meta
+    score = meta["score"]
+    return (
+        meta["eligible"],
+        -math.inf if math.isnan(score) else score,
+        -meta["epoch"],
+    )
+
+
+def selection_record(meta, options, optimizer_steps):
+    """How the loaded checkpoint was chosen, for the bank's info.
+
+    Example
+    -------
+    >>> meta = {"score": 55.0, "se": 3.0, "epoch": 4, "eligible": False}
+    >>> selection_record(meta, BrainOptions(best_min_se=5.0), 12)["rule"]
+    'no epoch had Se above best_min_se 5.0 on valid: kept the best Score'
+    """
+    split = options.selection_split
+    if meta["eligible"]:
+        rule = f"the first epoch with the best {split} Score"
+        if options.best_min_se is not None:
+            rule += f" among those with Se above {options.best_min_se}"
+    else:
+        rule = (
+            f"no epoch had Se above best_min_se {options.best_min_se} on "
+            f"{split}: kept the best Score"
+        )
+    return {
+        "epoch": meta["epoch"],
+        "split": split,
+        "score": meta["score"],
+        "se": meta["se"],
+        "eligible": meta["eligible"],
+        "rule": rule,
+        "optimizer_steps": optimizer_steps,
+    }
 
 
 class RSCBrain(sb.Brain):
@@ -144,6 +252,7 @@ class RSCBrain(sb.Brain):
         self.options = options or BrainOptions.from_hparams(hparams)
         run_opts = _with_cuda_precision(run_opts, self.options.cuda_precision)
         super().__init__(modules, opt_class, hparams, run_opts, checkpointer)
+        _check_grad_norm(self.max_grad_norm)
         if self.options.channels_last:
             self.modules.to(memory_format=torch.channels_last)
         self._averaged = None  # the weights the moving average updates
@@ -151,12 +260,22 @@ class RSCBrain(sb.Brain):
     def make_dataloader(
         self, dataset, stage, ckpt_prefix="dataloader-", **loader_kwargs
     ):
-        """SpeechBrain's loader, pinning host memory when on CUDA."""
+        """SpeechBrain's loader, pinning host memory when on CUDA; a
+        shuffled training loader draws an independent order for every
+        (seed, epoch) (:class:`~speechbrain_rsc.sampling.EpochShuffle`).
+        """
         if str(self.device).startswith("cuda"):
             loader_kwargs.setdefault("pin_memory", True)
-        return super().make_dataloader(
+        shuffle = stage == sb.Stage.TRAIN and loader_kwargs.pop("shuffle", 0)
+        if shuffle:
+            loader_kwargs["sampler"] = EpochShuffle(dataset, self.hparams.seed)
+        loader = super().make_dataloader(
             dataset, stage, ckpt_prefix, **loader_kwargs
         )
+        if shuffle and not self.distributed_launch:
+            # under DDP SpeechBrain wraps the sampler and sets this itself
+            self.train_sampler = loader_kwargs["sampler"]
+        return loader
 
     def compute_forward(self, batch, stage):
         """Logits ``[batch, 4]`` of the batch's cycles."""
@@ -244,14 +363,16 @@ class RSCBrain(sb.Brain):
         if stage == sb.Stage.VALID:
             lr = self.optimizer.param_groups[0]["lr"]
             if train_logger is not None:
+                split = self.options.selection_split
                 train_logger.log_stats(
                     stats_meta={"epoch": epoch, "lr": lr},
                     train_stats=self.train_stats,
-                    valid_stats=stats,
+                    **{f"{split}_stats": stats},
                 )
             self.checkpointer.save_and_keep_only(
-                meta={"score": self.selection_score(stats), "epoch": epoch},
-                max_keys=["score"],
+                meta=self.selection_meta(stats, epoch),
+                importance_keys=[selection_rank],
+                ckpt_predicate=is_selection_checkpoint,
             )
         else:
             self.test_stats = self.stats
@@ -260,24 +381,55 @@ class RSCBrain(sb.Brain):
             if train_logger is not None:
                 train_logger.log_stats(stats_meta=meta, test_stats=stats)
 
-    def selection_score(self, stats):
-        """The Score that ranks this epoch's checkpoint: -1 (below every
-        real Score) when it is NaN or when Se is not above ``best_min_se``
-        (the reference code keeps a new best only if Se > 5).
+    def selection_meta(self, stats, epoch):
+        """What ranks this epoch's checkpoint (see :func:`selection_rank`).
+
+        ``eligible``: the Score is a number and Se is above
+        ``best_min_se`` (the reference keeps a new best only if Se > 5).
         """
-        score = stats["score"]
+        score, se = float(stats["score"]), float(stats["se"])
         min_se = self.options.best_min_se
-        if math.isnan(score):
-            return -1.0
-        if min_se is not None and not stats["se"] > min_se:
+        eligible = not math.isnan(score) and (min_se is None or se > min_se)
+        if not eligible and not math.isnan(score):
             logger.info(
                 "Se %.2f is not above best_min_se %s: this epoch ranks "
                 "below every epoch that is",
-                stats["se"],
+                se,
                 min_se,
             )
-            return -1.0
-        return score
+        return {"score": score, "se": se, "epoch": epoch, "eligible": eligible}
+
+    def on_evaluate_start(self, max_key=None, min_key=None):
+        """Load the selected checkpoint (:func:`selection_rank`) and keep
+        how it was chosen in :attr:`selection` (recorded in the bank).
+
+        Raises
+        ------
+        NoTrainingError
+            If there is no checkpoint, or the selected one was saved before
+            any optimizer step: its model was never trained.
+        """
+        if self.checkpointer is None or max_key or min_key:
+            return super().on_evaluate_start(max_key, min_key)
+        ckpt = self.checkpointer.recover_if_possible(
+            importance_key=selection_rank,
+            ckpt_predicate=is_selection_checkpoint,
+        )
+        folder = self.checkpointer.checkpoints_dir
+        if ckpt is None or self.optimizer_step == 0:
+            raise NoTrainingError(
+                f"no trained checkpoint in {folder}: "
+                + ("none was saved" if ckpt is None else "it took no step")
+                + "; the run took no optimizer step, so there is nothing "
+                "to evaluate (see the train log)"
+            )
+        self.selection = selection_record(
+            ckpt.meta, self.options, self.optimizer_step
+        )
+        if not self.selection["eligible"]:
+            logger.warning(
+                "%s: kept epoch %s", self.selection["rule"], ckpt.meta["epoch"]
+            )
 
     @torch.no_grad()
     def collect_logits(self, dataset):

@@ -27,6 +27,8 @@ import yaml
 from speechbrain.utils.checkpoints import METAFNAME, PARAMFILE_EXT, Checkpoint
 from speechbrain.utils.checkpoints import Checkpointer as _SBCheckpointer
 
+from speechbrain_rsc.atomic import write_failure
+
 logger = logging.getLogger(__name__)
 
 
@@ -78,10 +80,19 @@ class Checkpointer(_SBCheckpointer):
       (never loaded again nor deleted by this checkpointer).
     * If checkpoints exist but none loads, it raises: starting afresh over
       partly loaded recoverables would be a silent wrong result.
+    * A checkpoint that cannot be written raises an ``OSError`` naming the
+      folder and the space left (torch names neither on a full disk).
     """
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, checkpoints_dir, *args, **kwargs):
+        try:
+            super().__init__(checkpoints_dir, *args, **kwargs)
+        except OSError as error:
+            raise OSError(
+                f"cannot write in output_folder: the checkpoints folder "
+                f"{checkpoints_dir} cannot be made ({error}); choose a folder "
+                "you can write to with --output_folder"
+            ) from error
         self._unloadable = set()
         self._warned = set()
 
@@ -89,6 +100,15 @@ class Checkpointer(_SBCheckpointer):
         if path not in self._warned:
             self._warned.add(path)
             logger.warning(message)
+
+    def save_checkpoint(self, *args, **kwargs):
+        """SpeechBrain's save; a failed write (a full disk, a read-only
+        folder) is an ``OSError`` naming the folder and the free space.
+        """
+        try:
+            return super().save_checkpoint(*args, **kwargs)
+        except (OSError, RuntimeError) as error:
+            raise write_failure(self.checkpoints_dir, error) from error
 
     def list_checkpoints(self):
         """All readable checkpoints in the checkpoints folder.

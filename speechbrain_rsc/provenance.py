@@ -8,14 +8,18 @@ Every run folder holds ``provenance.json``, written before training starts:
   fingerprint and count of every split's cycle IDs);
 - ``teachers`` (students only): every teacher bank used, with its run
   folder name, seed and the SHA-256 of the file (:func:`teacher_identity`;
-  not its path, so that a moved results tree is the same teachers).
+  not its path, so that a moved results tree is the same teachers);
+- ``run``: what defines the run itself (:func:`run_identity`): the seed,
+  the model and its weights' source, the training options (epochs,
+  learning rate, batch, ...), the teacher selection.
 
 A run started again in a folder whose ``provenance.json`` differs, or in a
 folder that holds checkpoints or a bank but no ``provenance.json``, is
 refused by :func:`check_run` with the list of what differs; nothing in the
 folder is touched. ``run_paper.py`` checks the same record before it skips
-a finished run. The training options (epochs, learning rate, ...) are not
-part of it: resuming with more epochs is a legitimate resume.
+a finished run. Another seed, learning rate or number of epochs makes
+another run (the cosine schedule depends on the epochs): give it its own
+folder.
 
 Example
 -------
@@ -55,6 +59,25 @@ DATA_OPTIONS = (
 )
 
 
+# Keys of a recipe YAML that do not change what a run computes: paths (the
+# data and the teachers are identified by content) and speed knobs.
+NOT_RUN_DEFINING = frozenset(
+    {
+        "output_folder",
+        "save_folder",
+        "train_log",
+        "data_folder",
+        "prepare_folder",
+        "synthetic_folder",
+        "split_file",
+        "teacher_bank",
+        "num_workers",
+        "channels_last",
+        "test_dataloader_opts",
+    }
+)
+
+
 class ProvenanceMismatch(RuntimeError):
     """A run folder was made from other data or other teachers."""
 
@@ -87,6 +110,31 @@ def data_identity(manifests, summary_file):
         "fingerprints": options["fingerprints"],
         "cycles": cycles,
     }
+
+
+def run_identity(plain_hparams):
+    """What defines a run: a recipe YAML's plain values (as
+    :func:`speechbrain_rsc.recipe.read_plain_hparams` reads them, overrides
+    applied) less paths and speed knobs (:data:`NOT_RUN_DEFINING`, at any
+    depth) and SpeechBrain's ``__`` keys.
+
+    Example
+    -------
+    >>> run_identity({"seed": 1, "output_folder": "r/1", "__set_seed": None,
+    ...               "opts": {"batch_size": 8, "num_workers": 2}})
+    {'seed': 1, 'opts': {'batch_size': 8}}
+    """
+
+    def keep(value):
+        if isinstance(value, dict):
+            return {
+                k: keep(v)
+                for k, v in value.items()
+                if k not in NOT_RUN_DEFINING and not str(k).startswith("__")
+            }
+        return value
+
+    return keep(dict(plain_hparams))
 
 
 def teacher_identity(banks):

@@ -9,19 +9,28 @@ read them from their YAML.
 
 import json
 import logging
-import os
+import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import speechbrain as sb
 import yaml
 from hyperpyyaml import resolve_references
 from speechbrain.utils.distributed import run_on_main
 
-from speechbrain_rsc.bank import BANK_FILENAME
+from speechbrain_rsc.bank import BANK_FILENAME, LogitBank
+from speechbrain_rsc.brains import NoTrainingError
 from speechbrain_rsc.breakdown import bank_breakdown
 from speechbrain_rsc.dataio import dataio_prep, resolve_data_folder
-from speechbrain_rsc.export import save_trained
-from speechbrain_rsc.provenance import check_run, data_identity, record_run
+from speechbrain_rsc.export import WEIGHTS_FILE, save_trained
+from speechbrain_rsc.hashing import sha256_file
+from speechbrain_rsc.provenance import (
+    check_run,
+    data_identity,
+    record_run,
+    run_identity,
+)
+from speechbrain_rsc.run_lock import lock_run_folder
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +78,8 @@ def read_plain_hparams(hparams_file, overrides=None):
     Arguments
     ---------
     hparams_file : str
-    overrides : dict, optional
+    overrides : dict or str, optional
+        As a dict, or the YAML text of SpeechBrain's command line.
 
     Returns
     -------
@@ -80,7 +90,10 @@ def read_plain_hparams(hparams_file, overrides=None):
         pass
 
     PlainLoader.add_multi_constructor("!", lambda loader, tag, node: None)
-    text = yaml.safe_dump(overrides or {})
+    if isinstance(overrides, str):  # as sb.parse_arguments returns them
+        text = overrides
+    else:
+        text = yaml.safe_dump(overrides or {})
     with open(hparams_file, encoding="utf-8") as fin:
         resolved = resolve_references(fin, text).getvalue()
     return yaml.load(resolved, Loader=PlainLoader)
@@ -167,9 +180,10 @@ def prepare_data(
 
 
 def start_run(hparams_file, overrides, output_folder, provenance):
-    """Refuse a run folder made from other inputs, then create it.
+    """Lock the run folder, refuse it if it was made from other inputs or
+    with other options, then create it.
 
-    The check comes first, so a refused run leaves the folder as it was.
+    The checks come first, so a refused run leaves the folder as it was.
 
     Arguments
     ---------
@@ -179,8 +193,15 @@ def start_run(hparams_file, overrides, output_folder, provenance):
         The command-line overrides (saved with it).
     output_folder : str
     provenance : dict
-        What this run is made from (see :mod:`speechbrain_rsc.provenance`).
+        What this run is made from (see :mod:`speechbrain_rsc.provenance`);
+        its ``run`` entry (what defines the run) is added here from the
+        YAML and the overrides.
     """
+    if sb.utils.distributed.if_main_process():
+        lock_run_folder(output_folder)
+    provenance["run"] = run_identity(
+        read_plain_hparams(hparams_file, overrides)
+    )
     resumed = check_run(output_folder, provenance)
     sb.create_experiment_directory(
         experiment_directory=output_folder,
@@ -246,6 +267,46 @@ def empty_valid_reason(data):
     )
 
 
+def steps_per_epoch(n_cycles, batch_size, drop_last):
+    """Optimizer steps one epoch of ``n_cycles`` takes.
+
+    Example
+    -------
+    >>> steps_per_epoch(100, 128, drop_last=True)
+    0
+    >>> steps_per_epoch(100, 128, drop_last=False)
+    1
+    """
+    if drop_last:
+        return n_cycles // batch_size
+    return math.ceil(n_cycles / batch_size)
+
+
+def check_training_runs(n_epochs, n_cycles, train_loader_kwargs):
+    """Refuse a run that would take no optimizer step.
+
+    Raises
+    ------
+    NoTrainingError
+        For fewer than one epoch, or a train split smaller than one batch
+        with ``drop_last`` (every batch dropped).
+    """
+    if not isinstance(n_epochs, int) or n_epochs < 1:
+        raise NoTrainingError(
+            f"number_of_epochs is {n_epochs!r}: a run needs at least one "
+            "epoch to train anything"
+        )
+    batch_size = train_loader_kwargs.get("batch_size", 1)
+    drop_last = bool(train_loader_kwargs.get("drop_last", False))
+    if steps_per_epoch(n_cycles, batch_size, drop_last) == 0:
+        raise NoTrainingError(
+            f"the train split has {n_cycles} cycles, fewer than one batch "
+            f"of batch_size {batch_size} with drop_last: every batch would "
+            f"be dropped and nothing trained; set --batch_size to at most "
+            f"{n_cycles} (or drop_last: False)"
+        )
+
+
 def fit(brain, epoch_counter, data, protocol, train_loader_kwargs):
     """Train, validating every epoch on the protocol's selection split.
 
@@ -256,7 +317,15 @@ def fit(brain, epoch_counter, data, protocol, train_loader_kwargs):
     data : PreparedData
     protocol : Protocol
     train_loader_kwargs : dict
+
+    Raises
+    ------
+    NoTrainingError
+        Before any work, if the run would take no optimizer step.
     """
+    check_training_runs(
+        epoch_counter.limit, len(data.datasets["train"]), train_loader_kwargs
+    )
     brain.fit(
         epoch_counter,
         data.datasets["train"],
@@ -268,8 +337,14 @@ def fit(brain, epoch_counter, data, protocol, train_loader_kwargs):
 
 
 def evaluate_and_export(brain, data, output_folder, info, provenance):
-    """Evaluate the selected checkpoint on test, then write the run's logit
-    bank and trained model into ``output_folder``.
+    """Evaluate the selected checkpoint on test, then write the run's
+    trained model and, last, its logit bank into ``output_folder``.
+
+    The bank marks the run complete (``run_paper.py`` skips a run that has
+    one): any earlier bank is removed before the model is written, and the
+    new bank records the SHA-256 of the model it was computed with
+    (:func:`run_is_complete`), so a crash in between never leaves a bank
+    beside a model of another epoch.
 
     A model whose logits are not finite on some split is recorded with
     ``converged: False`` (its Scores are NaN, never those of an argmax
@@ -292,7 +367,6 @@ def evaluate_and_export(brain, data, output_folder, info, provenance):
     """
     brain.evaluate(
         data.datasets["test"],
-        max_key="score",
         test_loader_kwargs=dict(brain.options.test_loader_kwargs),
     )
     model = brain.modules.model
@@ -300,6 +374,7 @@ def evaluate_and_export(brain, data, output_folder, info, provenance):
     info = {
         **info,
         "epoch": brain.hparams.epoch_counter.current,
+        "selection": brain.selection,
         "provenance": provenance,
         "parameters": sum(p.numel() for p in model.parameters()),
         # where the training started from: None for random weights
@@ -314,13 +389,17 @@ def evaluate_and_export(brain, data, output_folder, info, provenance):
             "converged, its Scores are NaN"
         )
     if sb.utils.distributed.if_main_process():
-        bank.save(os.path.join(output_folder, BANK_FILENAME))
+        bank_path = Path(output_folder) / BANK_FILENAME
+        bank_path.unlink(missing_ok=True)
+        model_folder = Path(output_folder) / "model"
         save_trained(
             model,
-            os.path.join(output_folder, "model"),
+            model_folder,
             bank.info,
             per_device=bank_breakdown([bank])["device"],
         )
+        bank.info["model_sha256"] = sha256_file(model_folder / WEIGHTS_FILE)
+        bank.save(bank_path)
         test = bank.info["metrics"]["test"]
         logger.info(
             "test Sp %.2f Se %.2f Score %.2f (epoch %s, selected on %s)",
@@ -329,3 +408,29 @@ def evaluate_and_export(brain, data, output_folder, info, provenance):
             info.get("select_on"),
         )
     return bank
+
+
+def run_is_complete(folder):
+    """Whether a run folder holds a bank and the very model it was
+    computed with (the bank is written last, see
+    :func:`evaluate_and_export`).
+
+    Returns
+    -------
+    tuple of (bool, str)
+        Complete or not, and why not.
+    """
+    folder = Path(folder)
+    bank_path = folder / BANK_FILENAME
+    if not bank_path.is_file():
+        return False, f"{bank_path} does not exist"
+    weights = folder / "model" / WEIGHTS_FILE
+    if not weights.is_file():
+        return False, f"{weights} does not exist"
+    recorded = LogitBank.open(bank_path).info.get("model_sha256")
+    if recorded != sha256_file(weights):
+        return False, (
+            f"{bank_path} was computed with another model than {weights} "
+            "(an export cut short)"
+        )
+    return True, ""

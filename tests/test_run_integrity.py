@@ -64,7 +64,10 @@ def test_non_finite_model_is_not_converged_and_not_scored(tmp_path):
     brain, _ = make_brain(TeacherBrain, tmp_path, epochs=1)
     brain.modules["model"] = NaNNet()
     brain.checkpointer.recoverables["model"] = brain.modules["model"]
-    brain.checkpointer.save_checkpoint(meta={"score": 1.0})
+    brain.optimizer_step = 1  # as if trained: the checkpoint records it
+    brain.checkpointer.save_checkpoint(
+        meta={"score": 1.0, "se": 9.0, "epoch": 1, "eligible": True}
+    )
     brain.hparams.epoch_counter.current = 1
     brain.modules["model"].backbone_config = {"name": "nan", "options": {}}
     out = str(tmp_path / "run")

@@ -126,6 +126,7 @@ if __name__ == "__main__":
             ma_beta=hparams["ma_beta"],
             best_min_se=hparams["best_min_se"],
             cuda_precision=hparams["cuda_precision"],
+            selection_split=protocol.select_on,
         ),
     )
     info = {

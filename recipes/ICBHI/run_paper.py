@@ -70,11 +70,16 @@ from speechbrain_rsc.jobs import (
     run_stage,
     run_stages_submitit,
 )
-from speechbrain_rsc.provenance import check_run, teacher_identity
+from speechbrain_rsc.provenance import (
+    check_run,
+    run_identity,
+    teacher_identity,
+)
 from speechbrain_rsc.recipe import (
     Protocol,
     prepare_data,
     read_plain_hparams,
+    run_is_complete,
 )
 from speechbrain_rsc.report import write_report
 
@@ -180,10 +185,13 @@ def check_finished(job, prepared):
         Plain hparams -> :class:`~speechbrain_rsc.recipe.PreparedData`.
     """
     script, hparams_file, output_folder, options, _ = job
-    if not os.path.isfile(os.path.join(output_folder, BANK_FILENAME)):
+    if not run_is_complete(output_folder)[0]:
         return
     hparams = run_hparams(hparams_file, output_folder, options)
-    provenance = {"data": prepared(hparams).identity}
+    provenance = {
+        "data": prepared(hparams).identity,
+        "run": run_identity(hparams),
+    }
     if os.path.basename(script) == "distill.py":
         teachers = select_teachers(
             hparams["teacher_bank"],
@@ -389,11 +397,13 @@ def paper_stages(hparams, root):
         data_folder = os.path.abspath(data_folder)
     shared = {
         "data_folder": data_folder,
-        "synthetic_folder": os.path.join(root, "synthetic_icbhi"),
-        "synthetic_recordings": hparams["synthetic_recordings"],
         "prepare_folder": os.path.join(root, "prepared"),
         **hparams["overrides"],
     }
+    if data_folder == SYNTHETIC:
+        shared["synthetic_folder"] = os.path.join(root, "synthetic_icbhi")
+        if "synthetic_recordings" in hparams:  # else each YAML's own
+            shared["synthetic_recordings"] = hparams["synthetic_recordings"]
     teachers = (backbone, os.path.join(root, backbone))
     seeds = hparams["teacher_seeds"]
     teacher_jobs = [
@@ -516,10 +526,13 @@ def main(argv):
         print(header, flush=True)
         left = []
         for job in stage.runs:
-            if os.path.isfile(os.path.join(job[2], BANK_FILENAME)):
+            done, why = run_is_complete(job[2])
+            if done:
                 print(f"  [skip] {job[4]}: done ({job[2]})", flush=True)
-            else:
-                left.append(as_run(job, run_options))
+                continue
+            if os.path.isfile(os.path.join(job[2], BANK_FILENAME)):
+                print(f"  [redo] {job[4]}: {why}", flush=True)
+            left.append(as_run(job, run_options))
         return Stage(stage.name, tuple(left), stage.after)
 
     write = partial(
