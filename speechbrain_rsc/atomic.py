@@ -10,6 +10,7 @@ Example
 """
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -35,10 +36,35 @@ def write_atomically(path, write):
     os.close(fd)
     try:
         write(tmp)
+        with_umask_mode(tmp)  # after: some writers replace the file
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as error:
+        raise write_failure(path, error) from error
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def with_umask_mode(path):
+    """Give a file made by ``mkstemp`` (mode 0600) or a folder made by
+    ``mkdtemp`` (0700) the mode an ordinary ``open`` or ``mkdir`` gives:
+    0666 or 0777 less the umask (0644 / 0755 under umask 022), so that
+    colleagues on a shared filesystem can read what a run wrote.
+
+    Example
+    -------
+    >>> import stat, tempfile
+    >>> old = os.umask(0o022)
+    >>> folder = tempfile.mkdtemp()
+    >>> with_umask_mode(folder)
+    >>> _ = os.umask(old)
+    >>> oct(stat.S_IMODE(os.stat(folder).st_mode))
+    '0o755'
+    """
+    mask = os.umask(0)
+    os.umask(mask)
+    base = 0o777 if os.path.isdir(path) else 0o666
+    os.chmod(path, base & ~mask)
 
 
 def write_text_atomically(path, write):
@@ -49,3 +75,34 @@ def write_text_atomically(path, write):
             write(file)
 
     write_atomically(path, to_file)
+
+
+def write_failure(path, error):
+    """An ``OSError`` for a failed write that names the file, the cause and
+    the space left on its filesystem (a full disk shows in torch as
+    ``basic_ios::clear: iostream error``, which names neither).
+
+    Example
+    -------
+    >>> import tempfile
+    >>> error = RuntimeError("basic_ios::clear: iostream error")
+    >>> str(write_failure(tempfile.mkdtemp(), error))  # doctest: +ELLIPSIS
+    'could not write /...: basic_ios::clear: iostream error (... free on ...
+    """
+    path = Path(path)
+    where = next((p for p in (path, *path.parents) if p.exists()), path)
+    try:
+        usage = shutil.disk_usage(where)
+    except OSError:
+        return OSError(f"could not write {path}: {error}")
+    free_mib = usage.free / 2**20
+    hint = (
+        f"; the disk holding {where} is full: free space and rerun (the "
+        "run resumes from its last complete checkpoint)"
+        if free_mib < 64
+        else ""
+    )
+    return OSError(
+        f"could not write {path}: {error} ({free_mib:.0f} MiB free on the "
+        f"filesystem of {where}){hint}"
+    )

@@ -19,6 +19,7 @@ import torch
 from speechbrain.dataio.dataset import DynamicItemDataset
 from speechbrain.utils.distributed import run_on_main
 
+from speechbrain_rsc.atomic import with_umask_mode
 from speechbrain_rsc.data.manifests import ManifestError, check_unchanged
 from speechbrain_rsc.data.schema import CLASS_NAMES, N_CLASSES
 
@@ -78,6 +79,7 @@ def _make_synthetic(target, recordings, seed):
         return
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = tempfile.mkdtemp(dir=target.parent, prefix=".synthetic-")
+    with_umask_mode(tmp)
     try:
         make_synthetic_icbhi(tmp, recordings=recordings, seed=seed)
         try:

@@ -55,6 +55,7 @@ from pathlib import Path
 
 import torch
 
+from speechbrain_rsc.atomic import with_umask_mode
 from speechbrain_rsc.models.checkpoints import (
     CheckpointError,
     load_matching,
@@ -366,6 +367,7 @@ def _save_folder(folder, write):
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.")
+    with_umask_mode(tmp)
     try:
         write(tmp)
         folder.mkdir(exist_ok=True)
