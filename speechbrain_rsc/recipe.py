@@ -122,6 +122,7 @@ def prepare_data(
     synthetic_recordings=60,
     prompt_location="recording",
     prompt_metadata_file=None,
+    overrun="skip",
 ):
     """Make (if asked) and prepare the ICBHI data; return the datasets.
 
@@ -139,6 +140,8 @@ def prepare_data(
         As for :func:`speechbrain_rsc.data.prepare.prepare_icbhi`.
     prompt_location, prompt_metadata_file
         Its ``prompt_location`` and ``prompt_metadata_file``.
+    overrun : str
+        Its ``overrun``: ``"clamp"`` (the reference's) or ``"skip"``.
     synthetic_folder : str, optional
         Where the synthetic dataset is made (``data_folder: synthetic``).
     synthetic_recordings : int
@@ -163,6 +166,7 @@ def prepare_data(
         "split_file": split_file,
         "prompt_location": prompt_location,
         "prompt_metadata_file": prompt_metadata_file,
+        "overrun": overrun,
     }
     outputs = {}
     run_on_main(lambda: outputs.update(prepare_icbhi(**options)))

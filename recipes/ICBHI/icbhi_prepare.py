@@ -28,6 +28,7 @@ import argparse
 import logging
 
 from speechbrain_rsc.data.prepare import prepare_icbhi
+from speechbrain_rsc.errors import reported_errors
 
 __all__ = ["prepare_icbhi"]
 
@@ -43,6 +44,9 @@ def main(argv=None):
     parser.add_argument("--valid_fraction", type=float, default=0.15)
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--split_file", default=None)
+    parser.add_argument(
+        "--overrun", choices=("clamp", "skip"), default="skip"
+    )  # a cycle ending past its recording: clamp (the reference) or skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     outputs = prepare_icbhi(**vars(args))
@@ -51,4 +55,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    with reported_errors():
+        main()

@@ -169,6 +169,7 @@ def prepare_run_data(plain):
         split_file=plain["split_file"],
         prompt_location=plain["prompt_location"],
         prompt_metadata_file=plain["prompt_metadata_file"],
+        overrun=plain["overrun"],
         synthetic_folder=plain["synthetic_folder"],
         synthetic_recordings=plain["synthetic_recordings"],
     )

@@ -59,6 +59,7 @@ if __name__ == "__main__":
         split_file=hparams["split_file"],
         prompt_location=hparams["prompt_location"],
         prompt_metadata_file=hparams["prompt_metadata_file"],
+        overrun=hparams["overrun"],
         synthetic_folder=hparams["synthetic_folder"],
         synthetic_recordings=hparams["synthetic_recordings"],
     )

@@ -8,9 +8,11 @@ complete only once ``cache_options.json`` is written after its last cycle
 (:func:`mark_cache_complete`). The pool workers that cut the cycles die
 with the preparing process on Linux, even if it is killed with SIGKILL.
 
-A cycle whose end is beyond the audio by more than ``END_TOLERANCE``
-seconds is skipped; one beyond it by at most that is clamped, as the
-pipeline does.
+What happens to a cycle whose end is beyond the audio is the
+``overrun`` option (:data:`OVERRUNS`): ``"clamp"`` cuts it to the audio's
+end, as the reference code does for every cycle; ``"skip"`` skips it if it
+overruns by more than ``END_TOLERANCE`` seconds and clamps it otherwise.
+Every clamped cycle is listed in the result's ``clamped``.
 
 Example
 -------
@@ -47,6 +49,7 @@ from speechbrain_rsc.data.publishing import write_json
 logger = logging.getLogger(__name__)
 
 END_TOLERANCE = 0.05  # seconds an annotation may overrun the audio
+OVERRUNS = ("clamp", "skip")
 CACHE_PREFIX = "cycles_"
 CACHE_DONE_FILE = "cache_options.json"
 MAX_WORKERS = 2  # about 1.5-2x faster than serial on 2 CPUs
@@ -79,7 +82,7 @@ def mark_cache_complete(cache, options):
     write_json(cache / CACHE_DONE_FILE, options)
 
 
-def cut_all(jobs, cache, sample_rate, length, pad):
+def cut_all(jobs, cache, sample_rate, length, pad, overrun="skip"):
     """Run :func:`cut_recording` on every job, in parallel when it pays.
 
     A pool of up to ``MAX_WORKERS`` forked processes (never more than the
@@ -98,6 +101,7 @@ def cut_all(jobs, cache, sample_rate, length, pad):
         sample_rate=sample_rate,
         length=length,
         pad=pad,
+        overrun=overrun,
     )
     workers = min(MAX_WORKERS, os.cpu_count() or 1)
     serial = workers < 2 or len(jobs) < POOL_MIN_RECORDINGS
@@ -160,7 +164,7 @@ def _init_worker(parent_pid):
         os._exit(1)
 
 
-def cut_recording(job, cache, sample_rate, length, pad):
+def cut_recording(job, cache, sample_rate, length, pad, overrun="skip"):
     """Cut, standardise and cache every valid cycle of one recording.
 
     The recording is decoded, resampled and faded only if one of its
@@ -179,11 +183,15 @@ def cut_recording(job, cache, sample_rate, length, pad):
         Samples per standardised cycle.
     pad : str
         ``"repeat"`` or ``"zero"``.
+    overrun : str
+        ``"clamp"`` or ``"skip"`` (see the module docstring).
 
     Returns
     -------
     CutResult
     """
+    if overrun not in OVERRUNS:
+        raise ValueError(f"overrun must be one of {OVERRUNS}, not {overrun!r}")
     result = CutResult()
     try:
         info = inspect_recording(job.wav)
@@ -200,7 +208,7 @@ def cut_recording(job, cache, sample_rate, length, pad):
     kept = []
     for cycle in cycles:
         skip, clamped = _check_bounds(
-            cycle, audio_seconds, sample_rate, job.txt
+            cycle, audio_seconds, sample_rate, job.txt, overrun
         )
         if skip is not None:
             result.skips.append(skip)
@@ -241,16 +249,20 @@ def cut_recording(job, cache, sample_rate, length, pad):
     return result
 
 
-def _check_bounds(cycle, audio_seconds, sample_rate, txt):
+def _check_bounds(cycle, audio_seconds, sample_rate, txt, overrun):
     """Return ``(skip, clamped)`` for a cycle against the audio length."""
     where = (str(txt), cycle.line)
-    if cycle.end > audio_seconds + END_TOLERANCE:
-        detail = f"end {cycle.end} s, audio {audio_seconds:.4f} s"
+    if overrun == "skip" and cycle.end > audio_seconds + END_TOLERANCE:
+        detail = (
+            f"end {cycle.end} s, audio {audio_seconds:.4f} s "
+            "(overrun: skip; clamp keeps it)"
+        )
         return Skip("end beyond the audio", *where, detail), False
-    if cycle.start >= audio_seconds:
+    if cycle.start >= audio_seconds:  # nothing to cut, even clamped
         detail = f"start {cycle.start} s, audio {audio_seconds:.4f} s"
         return Skip("start beyond the audio", *where, detail), False
-    if int(cycle.end * sample_rate) <= int(cycle.start * sample_rate):
+    end = min(cycle.end, audio_seconds)
+    if int(end * sample_rate) <= int(cycle.start * sample_rate):
         detail = f"shorter than one sample at {sample_rate} Hz"
         return Skip("zero-length cycle", *where, detail), False
     return None, cycle.end > audio_seconds

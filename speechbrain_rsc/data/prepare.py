@@ -12,7 +12,7 @@ writes, in ``save_folder``:
   duration, pad) and the content fingerprint of the recordings;
 - ``manifests_<key>/``: one finished preparation, where ``key`` hashes
   everything its files are made from (``summary["options"]``: the version,
-  the audio and split options, ``END_TOLERANCE`` and the content
+  the audio and split options, ``overrun``, ``END_TOLERANCE`` and the content
   fingerprints of the recordings and of the split, demographics and
   diagnosis files), and holding:
 
@@ -103,10 +103,10 @@ reason, file and line) are for problems of one recording or one cycle:
 - cycle: malformed annotation line (not four fields, a non-number, a flag
   other than 0/1); negative start; end before start; zero-length cycle
   (also: shorter than one sample at the target rate); start at or after
-  the end of the audio; end beyond the audio by more than
-  ``END_TOLERANCE`` seconds. An end beyond the audio by at most
-  ``END_TOLERANCE`` is clamped, as the pipeline does, and listed under
-  ``clamped``.
+  the end of the audio; with ``overrun="skip"``, end beyond the audio by
+  more than ``END_TOLERANCE`` seconds. An end beyond the audio by at most
+  ``END_TOLERANCE`` (by any amount with ``overrun="clamp"``, as the
+  reference code does) is clamped to it and listed under ``clamped``.
 
 Recordings that the split file lists but that are absent from disk (the
 shared sample holds 10 of 920) are not errors: one warning gives their
@@ -128,6 +128,7 @@ from pathlib import Path
 
 from speechbrain_rsc.data.cutting import (
     CACHE_PREFIX,
+    OVERRUNS,
     cut_all,
     mark_cache_complete,
 )
@@ -191,6 +192,7 @@ def prepare_icbhi(
     split_file=None,
     prompt_location="recording",
     prompt_metadata_file=None,
+    overrun="skip",
 ):
     """Cut and cache the ICBHI cycles and write the split manifests.
 
@@ -224,6 +226,13 @@ def prepare_icbhi(
         The reference's per-patient metadata (Patch-Mix's
         ``data/icbhi_dataset/metadata.txt``), for ``"patient"``; its hash
         is part of the key.
+    overrun : str
+        What becomes of a cycle whose end is beyond its recording's:
+        ``"clamp"`` cuts it at the audio's end, as the reference code
+        does; ``"skip"`` skips it if it overruns by more than
+        ``END_TOLERANCE`` seconds and clamps it otherwise. Part of the key;
+        ``summary.json``'s ``official_split`` says whether the counts are
+        the official 4142 / 2756.
 
     Returns
     -------
@@ -255,6 +264,8 @@ def prepare_icbhi(
     """
     save_folder = Path(save_folder).absolute()
     _check_options(sample_rate, duration, pad, valid_fraction, save_folder)
+    if overrun not in OVERRUNS:
+        raise ValueError(f"overrun must be one of {OVERRUNS}, not {overrun!r}")
     _check_save_folder(save_folder)
     write_prompt = PromptWriter(prompt_location, prompt_metadata_file)
     layout = find_layout(data_folder, split_file)
@@ -264,6 +275,7 @@ def prepare_icbhi(
         layout, files, sample_rate, duration, pad, valid_fraction, seed, digests
     )
     options["prompts"] = write_prompt.options()
+    options["overrun"] = overrun
     try:
         return _prepare_or_reuse(
             layout, files, options, save_folder, write_prompt
@@ -363,7 +375,9 @@ def _cut(jobs, cache, target, options):
     with writing(cache):
         cache.mkdir(exist_ok=True)
         _note_others(target.parent, cache, target)
-        return cut_all(jobs, cache, sample_rate, length, options["pad"])
+        return cut_all(
+            jobs, cache, sample_rate, length, options["pad"], options["overrun"]
+        )
 
 
 def _check_options(sample_rate, duration, pad, valid_fraction, save_folder):
