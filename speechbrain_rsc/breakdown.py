@@ -27,8 +27,10 @@ import torch
 from speechbrain_rsc.bank import NonFiniteLogitsError
 from speechbrain_rsc.data.schema import N_CLASSES, parse_stem
 from speechbrain_rsc.metrics import icbhi_score
+from speechbrain_rsc.uncertainty import METRICS, PatientBootstrap
 
 GROUPS = ("device", "location")
+LH = ("lo", "hi")
 UNKNOWN = "unknown"
 
 
@@ -62,8 +64,10 @@ def cycle_groups(ids):
     return pd.DataFrame(rows, columns=["id", *GROUPS])
 
 
-def scores_by(ids, logits, labels, by="device"):
-    """Sp, Se and Score of the predictions ``argmax(logits)`` per group.
+def scores_by(ids, logits, labels, by="device", bootstrap=0, seed=0):
+    """Sp, Se and Score of the predictions ``argmax(logits)`` per group,
+    with 95 % intervals from ``bootstrap`` resamples of each group's
+    patients (none when 0).
 
     Arguments
     ---------
@@ -75,13 +79,26 @@ def scores_by(ids, logits, labels, by="device"):
         ``[n]`` true classes.
     by : str
         ``"device"`` or ``"location"``.
+    bootstrap : int
+        Resamples of :class:`~speechbrain_rsc.uncertainty.PatientBootstrap`.
+    seed : int
+        Its seed.
 
     Returns
     -------
     pandas.DataFrame
         One row per group, sorted by name: ``<by>``, ``cycles``,
         ``normal``, ``abnormal``, ``sp``, ``se``, ``score`` (NaN where a
-        group has no normal or no abnormal cycle).
+        group has no normal or no abnormal cycle), and with ``bootstrap``
+        ``sp_lo``, ``sp_hi``, ``se_lo``, ``se_hi``, ``score_lo``,
+        ``score_hi``.
+
+    Example
+    -------
+    >>> ids = ["101_1b1_Al_sc_Meditron_0", "102_1b1_Al_sc_Meditron_0"]
+    >>> table = scores_by(ids, torch.eye(4)[[0, 1]], [0, 1], bootstrap=50)
+    >>> table[["score_lo", "score", "score_hi"]].values.tolist()
+    [[100.0, 100.0, 100.0]]
     """
     if by not in GROUPS:
         raise ValueError(f"by must be one of {GROUPS}, not {by!r}")
@@ -98,6 +115,14 @@ def scores_by(ids, logits, labels, by="device"):
         if predictions is None:
             nan = float("nan")
             metrics = {"sp": nan, "se": nan, "score": nan}
+            if bootstrap:
+                metrics.update({f"{m}_{e}": nan for m in METRICS for e in LH})
+        elif bootstrap:
+            ids_of = [i for i, keep in zip(ids, rows_of.tolist()) if keep]
+            boot = PatientBootstrap(ids_of, bootstrap, seed)
+            metrics = boot.interval(
+                predictions[rows_of].numpy(), labels[rows_of].numpy()
+            )
         else:
             metrics = icbhi_score(predictions[rows_of], labels[rows_of])
         rows.append(
@@ -110,10 +135,12 @@ def scores_by(ids, logits, labels, by="device"):
             }
         )
     columns = [by, "cycles", "normal", "abnormal", "sp", "se", "score"]
+    if bootstrap:
+        columns += [f"{m}_{end}" for m in METRICS for end in LH]
     return pd.DataFrame(rows, columns=columns)
 
 
-def bank_breakdown(banks, split="test"):
+def bank_breakdown(banks, split="test", bootstrap=0, seed=0):
     """Per-device and per-location scores of a bank or of the mean-logit
     ensemble of several banks on ``split``.
 
@@ -122,6 +149,8 @@ def bank_breakdown(banks, split="test"):
     banks : list of speechbrain_rsc.bank.LogitBank
         One bank (a teacher or a student) or the members of an ensemble.
     split : str
+    bootstrap, seed : int
+        Intervals as :func:`scores_by` (none when ``bootstrap`` is 0).
 
     Returns
     -------
@@ -136,7 +165,9 @@ def bank_breakdown(banks, split="test"):
     except NonFiniteLogitsError:  # counted, never scored
         ids, labels = banks[0].ids[split], banks[0].labels[split]
         logits = torch.full((len(ids), N_CLASSES), float("nan"))
-    return {by: scores_by(ids, logits, labels, by) for by in GROUPS}
+    return {
+        by: scores_by(ids, logits, labels, by, bootstrap, seed) for by in GROUPS
+    }
 
 
 def markdown_table(table, digits=2):

@@ -16,6 +16,9 @@ Example
 100.0
 >>> evaluate_banks(banks, "test")["sp"]  # mean of a_0 is [.5, 0, 0, 1.5]
 0.0
+>>> row = evaluate_banks(banks[:1], "test", bootstrap=100)
+>>> row["score_lo"], row["score"], row["score_hi"]
+(100.0, 100.0, 100.0)
 """
 
 import csv
@@ -31,6 +34,7 @@ from speechbrain_rsc.bank import (
     stack_logits,
 )
 from speechbrain_rsc.metrics import icbhi_score
+from speechbrain_rsc.uncertainty import summary
 
 
 def ensemble_logits(banks, split):
@@ -56,13 +60,21 @@ def ensemble_logits(banks, split):
     return ids, mean_logits(stacked), labels
 
 
-def evaluate_banks(banks, split="test"):
-    """ICBHI Sp/Se/Score of the mean-logit ensemble of ``banks``."""
-    _, logits, labels = ensemble_logits(banks, split)
+def evaluate_banks(banks, split="test", bootstrap=0, bootstrap_seed=0):
+    """ICBHI Sp/Se/Score of the mean-logit ensemble of ``banks``; with
+    ``bootstrap`` resamples, also their 95 % patient-bootstrap intervals
+    (``sp_lo`` ... ``score_hi``) and the ECE and Brier score of the
+    softmax of the mean logits (:func:`~speechbrain_rsc.uncertainty.summary`).
+    """
+    ids, logits, labels = ensemble_logits(banks, split)
+    if bootstrap:
+        return summary(ids, logits, labels, bootstrap, bootstrap_seed)
     return icbhi_score(logits.argmax(-1), labels)
 
 
-def evaluate_models(banks, manifest, device=None, batch_size=16):
+def evaluate_models(
+    banks, manifest, device=None, batch_size=16, bootstrap=0, bootstrap_seed=0
+):
     """ICBHI Sp/Se/Score of the ensemble of the models behind ``banks``,
     run on the audio of a prepared ``manifest``.
 
@@ -81,6 +93,8 @@ def evaluate_models(banks, manifest, device=None, batch_size=16):
     device : str, optional
         CUDA when present, else CPU.
     batch_size : int
+    bootstrap, bootstrap_seed : int
+        As :func:`evaluate_banks`.
 
     Raises
     ------
@@ -110,24 +124,33 @@ def evaluate_models(banks, manifest, device=None, batch_size=16):
         hparams={"test_dataloader_opts": {"batch_size": batch_size}},
         run_opts={"device": device, "noprogressbar": True},
     )
-    return brain.collect_logits(dataset).summarize()
+    stats = brain.collect_logits(dataset)
+    result = stats.summarize()
+    if bootstrap and stats.logits and result["score"] == result["score"]:
+        logits, labels = torch.cat(stats.logits), torch.cat(stats.targets)
+        result = summary(stats.ids, logits, labels, bootstrap, bootstrap_seed)
+    return result
 
 
-def sweep(banks, split="test", ks=None, curate_on=None):
+def sweep(
+    banks, split="test", ks=None, curate_on=None, bootstrap=0, bootstrap_seed=0
+):
     """Score of X++[k] for each k: the first k seeds in
     :func:`~speechbrain_rsc.bank.bank_order` (as ``distill.py`` and
-    ``ensemble.py --k`` choose them), or the curated top k.
+    ``ensemble.py --k`` choose them), or the curated top k; intervals and
+    calibration as :func:`evaluate_banks` with ``bootstrap`` resamples.
 
     Returns
     -------
     list of dict
-        One row per k: ``k``, ``seeds``, ``sp``, ``se``, ``score``.
+        One row per k: ``k``, ``seeds``, ``sp``, ``se``, ``score`` (and
+        the interval and calibration columns with ``bootstrap``).
     """
     ks = ks or range(1, len(banks) + 1)
     rows = []
     for k in ks:
         chosen = select_banks(banks, k=k, curate_on=curate_on)
-        result = evaluate_banks(chosen, split)
+        result = evaluate_banks(chosen, split, bootstrap, bootstrap_seed)
         seeds = " ".join(str(b.info.get("seed")) for b in chosen)
         rows.append({"k": k, "seeds": seeds, **result})
     return rows

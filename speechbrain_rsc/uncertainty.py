@@ -411,3 +411,38 @@ def calibration(logits, labels, bins=15):
         "ece": expected_calibration_error(probabilities, labels, bins),
         "brier": brier_score(probabilities, labels),
     }
+
+
+def summary(ids, logits, labels, resamples=1000, seed=0, level=0.95):
+    """Sp, Se, Score with their patient-bootstrap intervals, and the ECE
+    and Brier score, of the argmax and softmax of ``logits``.
+
+    Arguments
+    ---------
+    ids : list of str
+        Cycle IDs, in the row order of ``logits``.
+    logits : array-like
+        ``[n, classes]`` (a model's, or an ensemble's mean).
+    labels : array-like of int
+        ``[n]``.
+    resamples, seed, level
+        As :class:`PatientBootstrap` and :func:`interval`.
+
+    Returns
+    -------
+    dict
+        ``sp``, ``se``, ``score``, ``sp_lo``, ``sp_hi``, ``se_lo``,
+        ``se_hi``, ``score_lo``, ``score_hi``, ``ece``, ``brier``.
+
+    Example
+    -------
+    >>> row = summary(["1_0", "2_0"], [[3.0, 0, 0, 0], [0, 3.0, 0, 0]],
+    ...               [0, 1], resamples=10)
+    >>> row["score_lo"], row["score_hi"], round(row["ece"], 2)
+    (100.0, 100.0, 13.0)
+    """
+    logits = np.asarray(logits, dtype=np.float64)
+    labels = np.asarray(labels)
+    boot = PatientBootstrap(ids, resamples, seed)
+    row = boot.interval(logits.argmax(axis=-1), labels, level)
+    return {**row, **calibration(logits, labels)}

@@ -18,6 +18,10 @@ To run (from recipes/ICBHI)::
 recording device and per chest location (``--out x.csv`` adds
 ``x_by_device.csv`` and ``x_by_location.csv``). Banks that hold different
 cycles, or a bank that does not match the given manifest, are refused.
+Each Sp, Se and Score comes with its 95 % interval from ``--bootstrap``
+(default 1000) resamples of the test patients (``--bootstrap_seed``; the
+``--out`` CSV's ``sp_lo`` ... ``score_hi``), and the ECE (percent, 15
+bins) and Brier score of the softmax of the mean logits.
 ``--audio`` scores the chosen runs' exported models on the cycles of any
 prepared manifest (e.g. another site's recordings) as one fused ensemble,
 instead of reading their banks.
@@ -43,6 +47,8 @@ from speechbrain_rsc.ensemble import (
     sweep,
     write_csv,
 )
+
+CALIBRATION = ("ece", "brier")
 
 
 def positive_int(text):
@@ -86,6 +92,15 @@ def parse_args(argv):
         help="score the runs' exported models on this prepared CSV",
     )
     parser.add_argument("--device", help="for --audio (default: cuda if any)")
+    parser.add_argument(
+        "--bootstrap",
+        type=int,
+        default=1000,
+        help="patient resamples for the 95%% intervals (0: none)",
+    )
+    parser.add_argument(
+        "--bootstrap_seed", type=int, default=0, help="seed of the resamples"
+    )
     return parser.parse_args(argv)
 
 
@@ -98,18 +113,21 @@ def _score(args):
         ids, _ = read_manifest(args.manifest)
         for bank in banks:
             bank.check_manifest(args.split, ids)
+    boot = {"bootstrap": args.bootstrap, "bootstrap_seed": args.bootstrap_seed}
     if args.sweep:
-        return sweep(banks, args.split, curate_on=args.curate_on), {}
+        return sweep(banks, args.split, curate_on=args.curate_on, **boot), {}
     chosen = select_banks(
         banks, k=args.k, seeds=args.seeds, curate_on=args.curate_on
     )
     seeds = " ".join(str(b.info.get("seed")) for b in chosen)
     breakdown = {}
     if args.audio:
-        result = evaluate_models(chosen, args.audio, args.device)
+        result = evaluate_models(chosen, args.audio, args.device, **boot)
     else:
-        result = evaluate_banks(chosen, args.split)
-        breakdown = bank_breakdown(chosen, args.split)
+        result = evaluate_banks(chosen, args.split, **boot)
+        breakdown = bank_breakdown(
+            chosen, args.split, args.bootstrap, args.bootstrap_seed
+        )
     return [{"k": len(chosen), "seeds": seeds, **result}], breakdown
 
 
@@ -124,12 +142,21 @@ def main(argv=None):
         # Refused banks, selection or manifest: the message names what to
         # change.
         sys.exit(f"ensemble.py: {error}")
-    print("| k | seeds | Sp | Se | Score |\n|---|---|---|---|---|")
+    print("| k | seeds | Sp | Se | Score | ECE | Brier |")
+    print("|---|---|---|---|---|---|---|")
     for row in rows:
-        print(
-            f"| {row['k']} | {row['seeds']} | {row['sp']:.2f} "
-            f"| {row['se']:.2f} | {row['score']:.2f} |"
-        )
+        # "63.54 [61.20, 65.90]": the 95 % patient-bootstrap interval
+        cells = [
+            f"{row[m]:.2f}"
+            + (
+                f" [{row[m + '_lo']:.2f}, {row[m + '_hi']:.2f}]"
+                if m + "_lo" in row
+                else ""
+            )
+            for m in ("sp", "se", "score")
+        ]
+        cells += [f"{row[m]:.3g}" if m in row else "" for m in CALIBRATION]
+        print(f"| {row['k']} | {row['seeds']} | " + " | ".join(cells) + " |")
     if args.out:
         write_csv(rows, args.out)
     if not args.sweep and not args.audio:
