@@ -14,6 +14,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from speechbrain_rsc.errors import WriteError
+
 
 def write_atomically(path, write):
     """Call ``write(tmp)`` on a temporary path beside ``path``, then rename.
@@ -94,7 +96,7 @@ def write_failure(path, error):
     try:
         usage = shutil.disk_usage(where)
     except OSError:
-        return OSError(f"could not write {path}: {error}")
+        return WriteError(f"could not write {path}: {error}")
     free_mib = usage.free / 2**20
     hint = (
         f"; the disk holding {where} is full: free space and rerun (the "
@@ -102,7 +104,7 @@ def write_failure(path, error):
         if free_mib < 64
         else ""
     )
-    return OSError(
+    return WriteError(
         f"could not write {path}: {error} ({free_mib:.0f} MiB free on the "
         f"filesystem of {where}){hint}"
     )

@@ -46,6 +46,7 @@ from safetensors.torch import save_file
 
 from speechbrain_rsc.atomic import write_atomically
 from speechbrain_rsc.data.schema import CLASS_NAMES, N_CLASSES
+from speechbrain_rsc.errors import RecipeError, SelectionError
 from speechbrain_rsc.metrics import non_finite_rows, score_logits
 
 logger = logging.getLogger(__name__)
@@ -55,7 +56,11 @@ BANK_FILENAME = "bank.safetensors"
 RETRAIN = "retrain that run or delete this file"
 
 
-class BankMismatchError(ValueError):
+class NoBanksError(RecipeError, FileNotFoundError):
+    """No logit bank where one was expected (no teachers trained yet)."""
+
+
+class BankMismatchError(RecipeError, ValueError):
     """A bank cannot serve what it is asked for: it covers other cycles,
     no bank fits the selection, or its file or logits are unusable.
     """
@@ -478,7 +483,7 @@ class LogitBank:
         """
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"no logit bank at {path}")
+            raise NoBanksError(f"no logit bank at {path}")
         file = _BankFile(path, _raw_header(path))
         bank = cls(
             file.ids,
@@ -537,7 +542,7 @@ def find_banks(folder):
     paths = sorted(folder.glob(f"*/{BANK_FILENAME}"))
     paths += sorted(folder.glob("*.safetensors"))
     if not paths:
-        raise FileNotFoundError(
+        raise NoBanksError(
             f"no logit banks in {folder} (expected <run>/{BANK_FILENAME}); "
             "train teachers first"
         )
@@ -603,7 +608,9 @@ def check_k(k):
     ValueError: k must be a positive integer (1, 2, ...), not 0
     """
     if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
-        raise ValueError(f"k must be a positive integer (1, 2, ...), not {k!r}")
+        raise SelectionError(
+            f"k must be a positive integer (1, 2, ...), not {k!r}"
+        )
     return int(k)
 
 
@@ -615,13 +622,13 @@ def _by_seeds(banks, seeds):
     """The banks of ``seeds``, in that order."""
     seeds = list(seeds)
     if not seeds:
-        raise ValueError(
+        raise SelectionError(
             "seeds is empty: give at least one teacher seed, or none to "
             "choose by k"
         )
     repeated = list(dict.fromkeys(s for s in seeds if seeds.count(s) > 1))
     if repeated:
-        raise ValueError(
+        raise SelectionError(
             f"duplicate seeds {repeated} in {seeds}: each teacher can be "
             "chosen once; list distinct seeds"
         )

@@ -30,6 +30,7 @@ from torch.nn.parallel import DistributedDataParallel
 from speechbrain_rsc.bank import LogitBank, mean_logits
 from speechbrain_rsc.data.schema import N_CLASSES
 from speechbrain_rsc.distillation import soft_cross_entropy
+from speechbrain_rsc.errors import RecipeError
 from speechbrain_rsc.metrics import ICBHIStats
 from speechbrain_rsc.sampling import EpochShuffle
 
@@ -153,7 +154,7 @@ class TrainingDiverged(RuntimeError):
     """The loss stayed non-finite: the run did not converge."""
 
 
-class NoTrainingError(RuntimeError):
+class NoTrainingError(RecipeError, RuntimeError):
     """A run took no optimizer step: its model was never trained."""
 
 

@@ -28,6 +28,7 @@ from speechbrain.utils.checkpoints import METAFNAME, PARAMFILE_EXT, Checkpoint
 from speechbrain.utils.checkpoints import Checkpointer as _SBCheckpointer
 
 from speechbrain_rsc.atomic import write_failure
+from speechbrain_rsc.errors import WriteError
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ class Checkpointer(_SBCheckpointer):
         try:
             super().__init__(checkpoints_dir, *args, **kwargs)
         except OSError as error:
-            raise OSError(
+            raise WriteError(
                 f"cannot write in output_folder: the checkpoints folder "
                 f"{checkpoints_dir} cannot be made ({error}); choose a folder "
                 "you can write to with --output_folder"

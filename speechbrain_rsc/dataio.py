@@ -22,11 +22,16 @@ from speechbrain.utils.distributed import run_on_main
 from speechbrain_rsc.atomic import with_umask_mode
 from speechbrain_rsc.data.manifests import ManifestError, check_unchanged
 from speechbrain_rsc.data.schema import CLASS_NAMES, N_CLASSES
+from speechbrain_rsc.errors import RecipeError
 
 logger = logging.getLogger(__name__)
 
 DATASET_KEYS = ("id", "sig", "target", "prompt")
 SYNTHETIC = "synthetic"
+
+
+class DataFolderError(RecipeError, FileNotFoundError):
+    """The ``data_folder`` given does not exist."""
 
 
 def resolve_data_folder(data_folder, synthetic_folder, recordings=60, seed=0):
@@ -64,7 +69,7 @@ def resolve_data_folder(data_folder, synthetic_folder, recordings=60, seed=0):
     """
     if str(data_folder) != SYNTHETIC:
         if not os.path.isdir(data_folder):
-            raise FileNotFoundError(f"data_folder {data_folder} does not exist")
+            raise DataFolderError(f"data_folder {data_folder} does not exist")
         return str(data_folder)
     target = Path(synthetic_folder) / f"recordings{int(recordings)}_seed{seed}"
     run_on_main(_make_synthetic, args=[target, recordings, seed])

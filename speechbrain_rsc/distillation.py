@@ -20,6 +20,7 @@ import torch
 
 from speechbrain_rsc.bank import find_banks, select_banks
 from speechbrain_rsc.data.schema import N_CLASSES
+from speechbrain_rsc.errors import SelectionError
 
 
 def soft_cross_entropy(logits, targets):
@@ -217,7 +218,7 @@ def build_soft_labels(mode, train_ids, teacher_logits=None, seed=0, **options):
     [[0.0, 0.0, 0.0, 1.0]]
     """
     if mode not in TEACHER_MODES:
-        raise ValueError(
+        raise SelectionError(
             f"unknown teacher_mode '{mode}' (known: {', '.join(TEACHER_MODES)})"
         )
     cls, selection = TEACHER_MODES[mode]
@@ -253,7 +254,7 @@ def select_teachers(
         Empty for the modes that use no teacher (noise, hard).
     """
     if mode not in TEACHER_MODES:
-        raise ValueError(
+        raise SelectionError(
             f"unknown teacher_mode '{mode}' (known: {', '.join(TEACHER_MODES)})"
         )
     selection = TEACHER_MODES[mode][1]
@@ -264,7 +265,7 @@ def select_teachers(
         {str(b.info.get("backbone")) for b in banks} - {str(backbone)}
     )
     if backbone is not None and others:
-        raise ValueError(
+        raise SelectionError(
             f"{bank_folder} holds {', '.join(others)} banks but "
             f"teacher_backbone is {backbone}: pass --teacher_backbone "
             f"{others[0]} or another --teacher_bank"

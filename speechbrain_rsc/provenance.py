@@ -42,6 +42,7 @@ from pathlib import Path
 
 from speechbrain_rsc.atomic import write_text_atomically
 from speechbrain_rsc.bank import BANK_FILENAME, ids_fingerprint, read_manifest
+from speechbrain_rsc.errors import RecipeError
 from speechbrain_rsc.hashing import sha256_file
 
 PROVENANCE_FILE = "provenance.json"
@@ -69,6 +70,7 @@ NOT_RUN_DEFINING = frozenset(
         "data_folder",
         "prepare_folder",
         "synthetic_folder",
+        "synthetic_recordings",
         "split_file",
         "teacher_bank",
         "num_workers",
@@ -78,7 +80,7 @@ NOT_RUN_DEFINING = frozenset(
 )
 
 
-class ProvenanceMismatch(RuntimeError):
+class ProvenanceMismatch(RecipeError, RuntimeError):
     """A run folder was made from other data or other teachers."""
 
 
@@ -217,7 +219,7 @@ def _leftovers(folder):
     return found + sorted(folder.glob("*/CKPT*"))[:1]
 
 
-def check_run(folder, provenance):
+def check_run(folder, provenance, keys=None):
     """Refuse to resume or reuse ``folder`` if it was made from other inputs.
 
     Arguments
@@ -226,6 +228,9 @@ def check_run(folder, provenance):
         The run's output folder.
     provenance : dict
         What this run is made from (JSON-able).
+    keys : tuple of str, optional
+        Compare only these entries (a check made before the data is
+        prepared, with what is known so far).
 
     Returns
     -------
@@ -250,6 +255,9 @@ def check_run(folder, provenance):
                 "the run afresh"
             )
         return False
+    if keys is not None:
+        recorded = {k: recorded.get(k) for k in keys}
+        current = {k: current.get(k) for k in keys}
     lines = differences(recorded, current)
     if lines:
         raise ProvenanceMismatch(

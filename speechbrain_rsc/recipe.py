@@ -22,6 +22,7 @@ from speechbrain_rsc.bank import BANK_FILENAME, LogitBank
 from speechbrain_rsc.brains import NoTrainingError
 from speechbrain_rsc.breakdown import bank_breakdown
 from speechbrain_rsc.dataio import dataio_prep, resolve_data_folder
+from speechbrain_rsc.errors import SelectionError
 from speechbrain_rsc.export import WEIGHTS_FILE, save_trained
 from speechbrain_rsc.hashing import sha256_file
 from speechbrain_rsc.provenance import (
@@ -66,7 +67,9 @@ class Protocol:
             return cls(name, float(valid_fraction), "valid")
         if name == "paper":
             return cls(name, 0.0, "test")
-        raise ValueError(f"protocol must be validation or paper, not {name!r}")
+        raise SelectionError(
+            f"protocol must be validation or paper, not {name!r}"
+        )
 
 
 def read_plain_hparams(hparams_file, overrides=None):
@@ -183,6 +186,25 @@ def prepare_data(
     )
 
 
+def refuse_other_run(output_folder, hparams_file, overrides, **known):
+    """Before any expensive step (fetching weights, preparing data),
+    refuse ``output_folder`` if the run recorded there differs in what is
+    known already: the options that define the run and, for a student,
+    ``teachers`` (:func:`~speechbrain_rsc.provenance.teacher_identity`).
+    :func:`start_run` checks everything again once the data is prepared.
+
+    Raises
+    ------
+    speechbrain_rsc.provenance.ProvenanceMismatch
+        Naming each difference.
+    """
+    current = {
+        "run": run_identity(read_plain_hparams(hparams_file, overrides)),
+        **known,
+    }
+    check_run(output_folder, current, keys=tuple(current))
+
+
 def start_run(hparams_file, overrides, output_folder, provenance):
     """Lock the run folder, refuse it if it was made from other inputs or
     with other options, then create it.
@@ -252,7 +274,7 @@ def selection_set(protocol, data):
         )
         return data.datasets["test"]
     if len(data.datasets["valid"]) == 0:
-        raise ValueError(
+        raise SelectionError(
             f"the validation split is empty: {empty_valid_reason(data)}; "
             "set protocol: paper to select on the test split instead"
         )

@@ -19,11 +19,13 @@ import os
 import socket
 from pathlib import Path
 
+from speechbrain_rsc.errors import RecipeError, WriteError
+
 LOCK_FILE = ".lock"
 _held = {}  # resolved folder -> open lock file, kept until the process ends
 
 
-class RunFolderBusy(RuntimeError):
+class RunFolderBusy(RecipeError, RuntimeError):
     """Another process is running in the same output folder."""
 
 
@@ -50,7 +52,7 @@ def lock_run_folder(folder):
         folder.mkdir(parents=True, exist_ok=True)
         handle = open(path, "a+", encoding="utf-8")
     except OSError as error:
-        raise OSError(
+        raise WriteError(
             f"cannot write in output_folder {folder} ({error}); choose a "
             "folder you can write to with --output_folder"
         ) from error

@@ -32,6 +32,7 @@ from speechbrain_rsc.brains import (
     TrainingDiverged,
 )
 from speechbrain_rsc.distillation import build_soft_labels, select_teachers
+from speechbrain_rsc.errors import reported_errors
 from speechbrain_rsc.models import load_pretrained
 from speechbrain_rsc.provenance import teacher_identity
 from speechbrain_rsc.recipe import (
@@ -40,6 +41,7 @@ from speechbrain_rsc.recipe import (
     fit,
     log_weights,
     prepare_data,
+    refuse_other_run,
     start_run,
 )
 
@@ -66,94 +68,111 @@ def soft_labels_for(mode, teachers, train_csv, seed, noise_variance):
 
 
 if __name__ == "__main__":
-    hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:])
-    sb.utils.distributed.ddp_init_group(run_opts)  # no-op without torchrun
-    with open(hparams_file, encoding="utf-8") as fin:
-        hparams = load_hyperpyyaml(fin, overrides)
-    protocol = Protocol.named(hparams["protocol"], hparams["valid_fraction"])
-    # The pretrained weights the YAML declares: fetched (main process
-    # first), or an error saying how to get them.
-    run_on_main(load_pretrained, args=[hparams["modules"]["model"]])
-    load_pretrained(hparams["modules"]["model"])
-
-    data = prepare_data(
-        data_folder=hparams["data_folder"],
-        prepare_folder=hparams["prepare_folder"],
-        sample_rate=hparams["sample_rate"],
-        duration=hparams["duration"],
-        pad=hparams["pad"],
-        valid_fraction=protocol.valid_fraction,
-        split_seed=hparams["split_seed"],
-        split_file=hparams["split_file"],
-        prompt_location=hparams["prompt_location"],
-        prompt_metadata_file=hparams["prompt_metadata_file"],
-        overrun=hparams["overrun"],
-        synthetic_folder=hparams["synthetic_folder"],
-        synthetic_recordings=hparams["synthetic_recordings"],
-    )
-    teachers = select_teachers(
-        hparams["teacher_bank"],
-        hparams["teacher_mode"],
-        hparams["k"],
-        seeds=hparams["teacher_seeds"],
-        curate_on=protocol.select_on,
-        backbone=hparams["teacher_backbone"],
-    )
-    soft_labels = soft_labels_for(
-        hparams["teacher_mode"],
-        teachers,
-        data.manifests["train"],
-        seed=hparams["seed"],
-        noise_variance=hparams["noise_variance"],
-    )
-    # Refuses a folder whose checkpoints were made from other data or
-    # other teachers.
-    provenance = {"data": data.identity, "teachers": teacher_identity(teachers)}
-    start_run(hparams_file, overrides, hparams["output_folder"], provenance)
-    log_weights(hparams["modules"]["model"])
-
-    brain = DistillBrain(
-        soft_labels,
-        modules=hparams["modules"],
-        opt_class=hparams["opt_class"],
-        hparams=hparams,
-        run_opts=run_opts,
-        checkpointer=hparams["checkpointer"],
-        options=BrainOptions(
-            lr_schedule=hparams["lr_schedule"],
-            train_logger=hparams["train_logger"],
-            test_loader_kwargs=hparams["test_dataloader_opts"],
-            channels_last=hparams.get("channels_last", False),
-            ma_beta=hparams["ma_beta"],
-            best_min_se=hparams["best_min_se"],
-            cuda_precision=hparams["cuda_precision"],
-            selection_split=protocol.select_on,
-        ),
-    )
-    info = {
-        "role": "student",
-        "backbone": hparams["backbone"],
-        "seed": hparams["seed"],
-        "protocol": protocol.name,
-        "select_on": protocol.select_on,
-        "duration": hparams["duration"],
-        "pad": hparams["pad"],
-        "teacher_mode": hparams["teacher_mode"],
-        "teacher_backbone": hparams["teacher_backbone"] if teachers else None,
-        "teacher_seeds": [b.info.get("seed") for b in teachers],
-        "converged": True,
-    }
-    try:
-        fit(
-            brain,
-            hparams["epoch_counter"],
-            data,
-            protocol,
-            hparams["train_dataloader_opts"],
+    # Our refusals print their message and exit 2 (RSC_DEBUG=1: traceback)
+    with reported_errors():
+        hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:])
+        sb.utils.distributed.ddp_init_group(run_opts)  # no-op without torchrun
+        with open(hparams_file, encoding="utf-8") as fin:
+            hparams = load_hyperpyyaml(fin, overrides)
+        protocol = Protocol.named(
+            hparams["protocol"], hparams["valid_fraction"]
         )
-    except TrainingDiverged as error:
-        # The paper's raw-logits ablation "fails to converge": report the
-        # best checkpoint kept before divergence instead of crashing.
-        logger.warning("training diverged: %s", error)
-        info["converged"] = False
-    evaluate_and_export(brain, data, hparams["output_folder"], info, provenance)
+        teachers = select_teachers(
+            hparams["teacher_bank"],
+            hparams["teacher_mode"],
+            hparams["k"],
+            seeds=hparams["teacher_seeds"],
+            curate_on=protocol.select_on,
+            backbone=hparams["teacher_backbone"],
+        )
+        # Cheap checks first (the teachers above, then the folder's
+        # record): nothing is fetched or prepared for a run that is refused.
+        teacher_record = teacher_identity(teachers)
+        refuse_other_run(
+            hparams["output_folder"],
+            hparams_file,
+            overrides,
+            teachers=teacher_record,
+        )
+        # The pretrained weights the YAML declares: fetched (main process
+        # first), or an error saying how to get them.
+        run_on_main(load_pretrained, args=[hparams["modules"]["model"]])
+        load_pretrained(hparams["modules"]["model"])
+
+        data = prepare_data(
+            data_folder=hparams["data_folder"],
+            prepare_folder=hparams["prepare_folder"],
+            sample_rate=hparams["sample_rate"],
+            duration=hparams["duration"],
+            pad=hparams["pad"],
+            valid_fraction=protocol.valid_fraction,
+            split_seed=hparams["split_seed"],
+            split_file=hparams["split_file"],
+            prompt_location=hparams["prompt_location"],
+            prompt_metadata_file=hparams["prompt_metadata_file"],
+            overrun=hparams["overrun"],
+            synthetic_folder=hparams["synthetic_folder"],
+            synthetic_recordings=hparams["synthetic_recordings"],
+        )
+        soft_labels = soft_labels_for(
+            hparams["teacher_mode"],
+            teachers,
+            data.manifests["train"],
+            seed=hparams["seed"],
+            noise_variance=hparams["noise_variance"],
+        )
+        # Refuses a folder whose checkpoints were made from other data or
+        # other teachers.
+        provenance = {"data": data.identity, "teachers": teacher_record}
+        start_run(hparams_file, overrides, hparams["output_folder"], provenance)
+        log_weights(hparams["modules"]["model"])
+
+        brain = DistillBrain(
+            soft_labels,
+            modules=hparams["modules"],
+            opt_class=hparams["opt_class"],
+            hparams=hparams,
+            run_opts=run_opts,
+            checkpointer=hparams["checkpointer"],
+            options=BrainOptions(
+                lr_schedule=hparams["lr_schedule"],
+                train_logger=hparams["train_logger"],
+                test_loader_kwargs=hparams["test_dataloader_opts"],
+                channels_last=hparams.get("channels_last", False),
+                ma_beta=hparams["ma_beta"],
+                best_min_se=hparams["best_min_se"],
+                cuda_precision=hparams["cuda_precision"],
+                selection_split=protocol.select_on,
+            ),
+        )
+        info = {
+            "role": "student",
+            "backbone": hparams["backbone"],
+            "seed": hparams["seed"],
+            "protocol": protocol.name,
+            "select_on": protocol.select_on,
+            "duration": hparams["duration"],
+            "pad": hparams["pad"],
+            "teacher_mode": hparams["teacher_mode"],
+            "teacher_backbone": hparams["teacher_backbone"]
+            if teachers
+            else None,
+            "teacher_seeds": [b.info.get("seed") for b in teachers],
+            "converged": True,
+        }
+        try:
+            fit(
+                brain,
+                hparams["epoch_counter"],
+                data,
+                protocol,
+                hparams["train_dataloader_opts"],
+            )
+        except TrainingDiverged as error:
+            # The paper's raw-logits ablation "fails to converge": report the
+            # best checkpoint kept before divergence instead of crashing.
+            logger.warning("training diverged: %s", error)
+            info["converged"] = False
+        evaluate_and_export(
+            brain, data, hparams["output_folder"], info, provenance
+        )

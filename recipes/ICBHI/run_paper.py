@@ -59,6 +59,7 @@ from speechbrain_rsc.bank import BANK_FILENAME, find_banks
 from speechbrain_rsc.dataio import SYNTHETIC
 from speechbrain_rsc.distillation import select_teachers
 from speechbrain_rsc.ensemble import sweep, write_csv
+from speechbrain_rsc.errors import reported_errors
 from speechbrain_rsc.jobs import (
     SUBMITIT_CLUSTERS,
     ClusterOptions,
@@ -570,6 +571,7 @@ def main(argv):
 
 if __name__ == "__main__":
     try:
-        main(sys.argv[1:])
+        with reported_errors():
+            main(sys.argv[1:])
     except StageFailed as error:
         sys.exit(str(error))

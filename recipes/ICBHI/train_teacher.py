@@ -27,6 +27,7 @@ from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import run_on_main
 
 from speechbrain_rsc.brains import BrainOptions, TeacherBrain
+from speechbrain_rsc.errors import reported_errors
 from speechbrain_rsc.models import load_pretrained
 from speechbrain_rsc.recipe import (
     Protocol,
@@ -34,76 +35,84 @@ from speechbrain_rsc.recipe import (
     fit,
     log_weights,
     prepare_data,
+    refuse_other_run,
     start_run,
 )
 
 if __name__ == "__main__":
-    hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:])
-    sb.utils.distributed.ddp_init_group(run_opts)  # no-op without torchrun
-    with open(hparams_file, encoding="utf-8") as fin:
-        hparams = load_hyperpyyaml(fin, overrides)
-    protocol = Protocol.named(hparams["protocol"], hparams["valid_fraction"])
-    # The pretrained weights the YAML declares: fetched (main process
-    # first), or an error saying how to get them.
-    run_on_main(load_pretrained, args=[hparams["modules"]["model"]])
-    load_pretrained(hparams["modules"]["model"])
+    # Our refusals print their message and exit 2 (RSC_DEBUG=1: traceback)
+    with reported_errors():
+        hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:])
+        sb.utils.distributed.ddp_init_group(run_opts)  # no-op without torchrun
+        with open(hparams_file, encoding="utf-8") as fin:
+            hparams = load_hyperpyyaml(fin, overrides)
+        protocol = Protocol.named(
+            hparams["protocol"], hparams["valid_fraction"]
+        )
+        # Cheap checks first: a folder of another run is refused before
+        # any download or preparation.
+        refuse_other_run(hparams["output_folder"], hparams_file, overrides)
+        # The pretrained weights the YAML declares: fetched (main process
+        # first), or an error saying how to get them.
+        run_on_main(load_pretrained, args=[hparams["modules"]["model"]])
+        load_pretrained(hparams["modules"]["model"])
 
-    data = prepare_data(
-        data_folder=hparams["data_folder"],
-        prepare_folder=hparams["prepare_folder"],
-        sample_rate=hparams["sample_rate"],
-        duration=hparams["duration"],
-        pad=hparams["pad"],
-        valid_fraction=protocol.valid_fraction,
-        split_seed=hparams["split_seed"],
-        split_file=hparams["split_file"],
-        prompt_location=hparams["prompt_location"],
-        prompt_metadata_file=hparams["prompt_metadata_file"],
-        overrun=hparams["overrun"],
-        synthetic_folder=hparams["synthetic_folder"],
-        synthetic_recordings=hparams["synthetic_recordings"],
-    )
-    # Refuses a folder whose checkpoints were made from other data.
-    provenance = {"data": data.identity}
-    start_run(hparams_file, overrides, hparams["output_folder"], provenance)
-    log_weights(hparams["modules"]["model"])
+        data = prepare_data(
+            data_folder=hparams["data_folder"],
+            prepare_folder=hparams["prepare_folder"],
+            sample_rate=hparams["sample_rate"],
+            duration=hparams["duration"],
+            pad=hparams["pad"],
+            valid_fraction=protocol.valid_fraction,
+            split_seed=hparams["split_seed"],
+            split_file=hparams["split_file"],
+            prompt_location=hparams["prompt_location"],
+            prompt_metadata_file=hparams["prompt_metadata_file"],
+            overrun=hparams["overrun"],
+            synthetic_folder=hparams["synthetic_folder"],
+            synthetic_recordings=hparams["synthetic_recordings"],
+        )
+        # Refuses a folder whose checkpoints were made from other data.
+        provenance = {"data": data.identity}
+        start_run(hparams_file, overrides, hparams["output_folder"], provenance)
+        log_weights(hparams["modules"]["model"])
 
-    brain = TeacherBrain(
-        modules=hparams["modules"],
-        opt_class=hparams["opt_class"],
-        hparams=hparams,
-        run_opts=run_opts,
-        checkpointer=hparams["checkpointer"],
-        options=BrainOptions(
-            lr_schedule=hparams["lr_schedule"],
-            train_logger=hparams["train_logger"],
-            test_loader_kwargs=hparams["test_dataloader_opts"],
-            channels_last=hparams.get("channels_last", False),
-            ma_beta=hparams["ma_beta"],
-            best_min_se=hparams["best_min_se"],
-            cuda_precision=hparams["cuda_precision"],
-            selection_split=protocol.select_on,
-        ),
-    )
-    fit(
-        brain,
-        hparams["epoch_counter"],
-        data,
-        protocol,
-        hparams["train_dataloader_opts"],
-    )
-    evaluate_and_export(
-        brain,
-        data,
-        hparams["output_folder"],
-        info={
-            "role": "teacher",
-            "backbone": hparams["backbone"],
-            "seed": hparams["seed"],
-            "protocol": protocol.name,
-            "select_on": protocol.select_on,
-            "duration": hparams["duration"],
-            "pad": hparams["pad"],
-        },
-        provenance=provenance,
-    )
+        brain = TeacherBrain(
+            modules=hparams["modules"],
+            opt_class=hparams["opt_class"],
+            hparams=hparams,
+            run_opts=run_opts,
+            checkpointer=hparams["checkpointer"],
+            options=BrainOptions(
+                lr_schedule=hparams["lr_schedule"],
+                train_logger=hparams["train_logger"],
+                test_loader_kwargs=hparams["test_dataloader_opts"],
+                channels_last=hparams.get("channels_last", False),
+                ma_beta=hparams["ma_beta"],
+                best_min_se=hparams["best_min_se"],
+                cuda_precision=hparams["cuda_precision"],
+                selection_split=protocol.select_on,
+            ),
+        )
+        fit(
+            brain,
+            hparams["epoch_counter"],
+            data,
+            protocol,
+            hparams["train_dataloader_opts"],
+        )
+        evaluate_and_export(
+            brain,
+            data,
+            hparams["output_folder"],
+            info={
+                "role": "teacher",
+                "backbone": hparams["backbone"],
+                "seed": hparams["seed"],
+                "protocol": protocol.name,
+                "select_on": protocol.select_on,
+                "duration": hparams["duration"],
+                "pad": hparams["pad"],
+            },
+            provenance=provenance,
+        )

@@ -34,11 +34,13 @@ import soundfile as sf
 import torch
 import torchaudio.functional
 
+from speechbrain_rsc.errors import RecipeError
+
 FADE_RATIO = 16  # fades last sample_rate / FADE_RATIO samples
 PADS = ("repeat", "zero")
 
 
-class RecordingError(ValueError):
+class RecordingError(RecipeError, ValueError):
     """A recording that cannot be used: unreadable, not PCM, not mono..."""
 
 

@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from speechbrain_rsc.data.schema import label_from_flags, parse_stem
+from speechbrain_rsc.errors import RecipeError
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ LAYOUTS = {
 SEARCH_DEPTH = 3  # how deep below data_folder the audio folder may be
 
 
-class ICBHIFormatError(ValueError):
+class ICBHIFormatError(RecipeError, ValueError):
     """The ICBHI files cannot be trusted as a whole (layout, split, ...)."""
 
 

@@ -33,6 +33,7 @@ from speechbrain_rsc.data.fingerprints import prepare_key
 from speechbrain_rsc.data.prompts import PromptWriter
 from speechbrain_rsc.data.publishing import write_json
 from speechbrain_rsc.data.schema import CLASS_NAMES, age_group
+from speechbrain_rsc.errors import RecipeError
 
 logger = logging.getLogger(__name__)
 
@@ -289,7 +290,7 @@ def write_manifests(folder, by_split, summary):
     write_json(folder / SUMMARY_FILE, {**summary, DIGESTS: digests})
 
 
-class ManifestError(ValueError):
+class ManifestError(RecipeError, ValueError):
     """A manifest a run cannot use: edited since its preparation wrote
     it, or with a row whose label or cycle is unusable.
     """

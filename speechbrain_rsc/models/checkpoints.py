@@ -26,6 +26,8 @@ from pathlib import Path
 
 import torch
 
+from speechbrain_rsc.errors import RecipeError
+
 logger = logging.getLogger(__name__)
 
 # BatchNorm's step counter: absent from old checkpoints, unused unless
@@ -43,7 +45,7 @@ FOLDER_WEIGHTS = (
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt", ".ckpt")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(RecipeError, ValueError):
     """A weight file that does not fit the model it is loaded into."""
 
 

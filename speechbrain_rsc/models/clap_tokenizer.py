@@ -29,6 +29,7 @@ import torch
 
 from speechbrain_rsc.data.prompts import bts_prompt
 from speechbrain_rsc.data.schema import DEVICES, LOCATIONS
+from speechbrain_rsc.errors import RecipeError
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ SPECIAL_TOKENS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")
 MIN_TOKENIZER_SIZE = 257
 
 
-class TokenizerError(ValueError):
+class TokenizerError(RecipeError, ValueError):
     """A tokenizer that cannot feed the text model it is paired with."""
 
 

@@ -84,6 +84,7 @@ import re
 import urllib.parse
 from pathlib import Path
 
+from speechbrain_rsc.errors import RecipeError
 from speechbrain_rsc.hashing import sha256_file
 from speechbrain_rsc.models.checkpoints import find_weights_file
 
@@ -120,7 +121,7 @@ HUB_IGNORED = ["*.h5", "*.msgpack", "*.onnx", "*.ot", "*.tflite", "*.gguf"]
 RANDOM_WEIGHTS = "train from random weights with --use_pretrained False"
 
 
-class WeightsUnavailableError(RuntimeError):
+class WeightsUnavailableError(RecipeError, RuntimeError):
     """Pretrained weights that cannot be had from the source given.
 
     Arguments
