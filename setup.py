@@ -20,8 +20,11 @@ on top with ``pip install -c .ci/constraints.txt -e ".[dev]"``.
 - Every other requirement is a package that ``speechbrain_rsc`` imports
   (``tests/test_packaging.py`` checks both ways).
 - Extras: ``cluster`` (submitit, imported only by ``run_paper.py
-  --executor slurm``), ``laion`` and ``dev`` (the checks; it has submitit
-  too, so that CI tests the cluster path).
+  --executor slurm``), ``laion`` (laion_clap, imported only by
+  ``tests/test_laion_reference.py``, the reference of our LAION-CLAP
+  conversion; it pins numpy < 2 and pulls in wandb, so CI installs it in
+  a venv of its own beside the matched torch set) and ``dev`` (the checks;
+  it has submitit too, so that CI tests the cluster path).
 """
 
 from setuptools import find_packages, setup
