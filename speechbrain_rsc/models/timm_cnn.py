@@ -56,7 +56,12 @@ class TimmFbankCNN(FbankBackbone):
     spec_augment_shared : bool
         One draw per batch (its ``shared``).
     drop_rate : float
-        Dropout before the classifier.
+        Dropout before the classifier (timm's ``drop_rate``).
+    drop_path_rate : float
+        Stochastic depth (timm's ``drop_path_rate``): block i of n skips
+        its residual branch with probability ``drop_path_rate * i / n``
+        while training, as torchvision's ``stochastic_depth_prob`` does
+        for EfficientNet (the reference's model: 0.2).
     sample_rate : int, optional
         The data's sample rate, checked against 16000.
     """
@@ -71,6 +76,7 @@ class TimmFbankCNN(FbankBackbone):
         spec_augment_p=1.0,
         spec_augment_shared=False,
         drop_rate=0.0,
+        drop_path_rate=0.0,
         sample_rate=None,
     ):
         super().__init__()
@@ -88,6 +94,7 @@ class TimmFbankCNN(FbankBackbone):
             in_chans=1,
             num_classes=n_classes,
             drop_rate=drop_rate,
+            drop_path_rate=drop_path_rate,
         )
         if pretrained_path is not None:
             self.load_imagenet(pretrained_path)
@@ -124,6 +131,19 @@ class ResNet18(TimmFbankCNN):
 
 
 class EfficientNetB0(TimmFbankCNN):
-    """EfficientNet-B0 (5.3M parameters in the paper's Table 2)."""
+    """EfficientNet-B0 (5.3M parameters in the paper's Table 2).
+
+    The reference builds torchvision's EfficientNet-B0 with stochastic
+    depth 0.2 (``drop_path_rate=0.2`` here: the same probability per
+    block) and dropout 0.2 in the classifier it deletes and replaces by a
+    plain linear head, so its dropout is never applied (``drop_rate=0.0``).
+
+    Example
+    -------
+    >>> import torch
+    >>> model = EfficientNetB0(spec_augment=False, drop_path_rate=0.2)
+    >>> max(b.drop_path.drop_prob for s in model.net.blocks[1:] for b in s)
+    0.1875
+    """
 
     timm_name = "efficientnet_b0"
