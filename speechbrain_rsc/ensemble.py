@@ -157,14 +157,16 @@ def sweep(
 
 
 def write_csv(rows, path):
-    """Write ``rows`` (dicts with equal keys) to ``path`` atomically; no
-    rows, no file.
+    """Write ``rows`` (dicts) to ``path`` atomically, one column per key
+    in the order keys first appear (empty where a row lacks it); no rows,
+    no file.
     """
     if not rows:
         return
+    fields = list(dict.fromkeys(key for row in rows for key in row))
 
     def write(file):
-        writer = csv.DictWriter(file, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(file, fieldnames=fields, restval="")
         writer.writeheader()
         writer.writerows(rows)
 
