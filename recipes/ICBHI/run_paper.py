@@ -374,16 +374,17 @@ def parse_run_paper_args(argv):
     return args, rest
 
 
-def write_paper_report(root, backbone, table2_k):
+def write_paper_report(root, backbone, table2_k, bootstrap=1000, seed=0):
     """Write the report of the runs under ``root``; return its path."""
     report_folder = os.path.join(root, "report")
     os.makedirs(report_folder, exist_ok=True)
+    banks = find_banks(os.path.join(root, backbone))
     write_csv(
-        sweep(find_banks(os.path.join(root, backbone))),
+        sweep(banks, bootstrap=bootstrap, bootstrap_seed=seed),
         os.path.join(report_folder, f"ensemble_sweep_{backbone}.csv"),
     )
     return write_report(
-        root, report_folder, backbones=[backbone], table2_k=table2_k
+        root, report_folder, [backbone], table2_k, bootstrap, seed
     )
 
 
@@ -538,7 +539,12 @@ def main(argv):
         return Stage(stage.name, tuple(left), stage.after)
 
     write = partial(
-        write_paper_report, root, hparams["backbone"], hparams["table2_k"]
+        write_paper_report,
+        root,
+        hparams["backbone"],
+        hparams["table2_k"],
+        hparams.get("bootstrap", 1000),
+        hparams.get("bootstrap_seed", 0),
     )
     if args.executor == "local":
         slots = job_slots(
