@@ -230,18 +230,48 @@ def _teachers(info):
     )
 
 
+def _with_interval(metrics, key):
+    """``63.50 [61.00, 66.00]`` when ``metrics`` holds the interval.
+
+    Example
+    -------
+    >>> _with_interval({"sp": 80.0, "sp_lo": 75.0, "sp_hi": 85.0}, "sp")
+    '80.00 [75.00, 85.00]'
+    """
+    text = _fmt(metrics.get(key))
+    if metrics.get(f"{key}_lo") is None:
+        return text
+    low, high = metrics[f"{key}_lo"], metrics[f"{key}_hi"]
+    return f"{text} [{_fmt(low)}, {_fmt(high)}]"
+
+
+INTERVAL_TEXT = (
+    "\n\nBrackets: 95 % interval from a bootstrap that resamples the test "
+    "**patients** (all cycles of a drawn patient together): the test split "
+    "holds a few dozen patients, so a difference of about one point "
+    "between two models is often within noise. ECE: expected calibration "
+    "error of the top-class probability (15 equal-width bins, %); Brier: "
+    "multi-class Brier score (0 best, 2 worst). Predicting normal for every "
+    "cycle scores Sp 100, Se 0, Score 50."
+)
+
+
 def _scores_table(metrics):
     splits = [s for s in ("test", "valid", "train") if s in (metrics or {})]
     if not splits:
         return "No scores were recorded with this model."
-    rows = ["| split | Sp | Se | Score |", "|---|---|---|---|"]
+    calibrated = any("ece" in metrics[s] for s in splits)
+    extra = " ECE | Brier |" if calibrated else ""
+    rows = [f"| split | Sp | Se | Score |{extra}", "|---|---|---|---|"]
+    rows[1] += "---|---|" if calibrated else ""
     for split in splits:
         m = metrics[split]
-        rows.append(
-            f"| {split} | {_fmt(m.get('sp'))} | {_fmt(m.get('se'))} | "
-            f"{_fmt(m.get('score'))} |"
-        )
-    return "\n".join(rows)
+        cells = [_with_interval(m, key) for key in ("sp", "se", "score")]
+        if calibrated:
+            cells += [_fmt(m.get("ece")), _fmt(m.get("brier"))]
+        rows.append(f"| {split} | " + " | ".join(cells) + " |")
+    intervals = any("score_lo" in metrics[s] for s in splits)
+    return "\n".join(rows) + (INTERVAL_TEXT if intervals else "")
 
 
 def _per_device_table(per_device):
@@ -394,7 +424,30 @@ def folder_facts(folder):
     }
 
 
-def write_model_card(folder, info=None, per_device=None, source=None):
+def _with_bank_intervals(folder, facts, bootstrap):
+    """``facts`` with the test and valid intervals, ECE and Brier of the
+    run's bank (``<run>/bank.safetensors`` beside a ``<run>/model``
+    folder), when there is one and the metrics lack them.
+    """
+    from speechbrain_rsc.bank import BANK_FILENAME, LogitBank
+    from speechbrain_rsc.ensemble import evaluate_banks
+
+    metrics = facts.get("metrics") or {}
+    bank_path = Path(folder).parent / BANK_FILENAME
+    if any("score_lo" in m for m in metrics.values()):
+        return facts
+    if Path(folder).name != "model" or not bank_path.is_file():
+        return facts
+    bank = LogitBank.open(bank_path)
+    for split in ("test", "valid"):
+        if bank.ids.get(split) and bank.logits[split].isfinite().all():
+            metrics[split] = evaluate_banks([bank], split, bootstrap)
+    return {**facts, "metrics": metrics}
+
+
+def write_model_card(
+    folder, info=None, per_device=None, source=None, bootstrap=1000
+):
     """Write the model card ``README.md`` of a model folder.
 
     Arguments
@@ -408,6 +461,9 @@ def write_model_card(folder, info=None, per_device=None, source=None):
         Per-device test scores.
     source : str, optional
         The hub ID it will be published under, for the usage example.
+    bootstrap : int
+        Patient resamples of the 95 % intervals shown when the run's bank
+        is beside the folder (``<run>/bank.safetensors``); 0: none.
 
     Returns
     -------
@@ -427,6 +483,8 @@ def write_model_card(folder, info=None, per_device=None, source=None):
     True
     """
     facts = {**folder_facts(folder), **(info or {})}
+    if bootstrap:
+        facts = _with_bank_intervals(folder, facts, bootstrap)
     text = model_card(facts, per_device, source or "<folder or org/name>")
     path = Path(folder) / CARD_FILE
     write_atomically(path, lambda p: Path(p).write_text(text, "utf-8"))

@@ -81,3 +81,23 @@ def test_device_intervals_resample_that_devices_patients(tmp_path):
     ]
     assert (table["score_lo"] <= table["score"]).all()
     assert (table["score"] <= table["score_hi"]).all()
+
+
+def test_model_card_shows_the_runs_intervals_and_calibration(tmp_path):
+    from speechbrain_rsc.ensemble import evaluate_banks
+    from speechbrain_rsc.export import save_trained
+    from speechbrain_rsc.model_card import write_model_card
+
+    save_banks(tmp_path, seeds=(1,))
+    bank = LogitBank.load(tmp_path / "1" / "bank.safetensors")
+    model = torch.nn.Linear(2, 4)
+    model.backbone_config = {"name": "linear", "options": {}}
+    save_trained(model, tmp_path / "1" / "model", {"seed": 1})
+    card = write_model_card(tmp_path / "1" / "model").read_text()
+    row = evaluate_banks([bank], "test", bootstrap=1000)
+    cells = [
+        f"{row[m]:.2f} [{row[m + '_lo']:.2f}, {row[m + '_hi']:.2f}]"
+        for m in ("sp", "se", "score")
+    ]
+    assert f"| test | {' | '.join(cells)} |" in card
+    assert "resamples the test **patients**" in card
