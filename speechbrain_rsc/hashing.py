@@ -2,7 +2,7 @@
 
 Pretrained weights (hundreds of MB) and teacher banks are hashed to record
 what a run was made from; ``run_paper.py`` checks the same banks for every
-student, so a hash is kept per (path, size, mtime).
+student, so a hash is kept per (path, size, mtime, algorithm).
 """
 
 import hashlib
@@ -22,11 +22,26 @@ def sha256_file(path):
     >>> sha256_file(path)[:16]
     'e3b0c44298fc1c14'
     """
+    return file_hash(path, "sha256")
+
+
+def file_hash(path, algorithm="sha256"):
+    """The ``hashlib`` digest ``algorithm`` (``"sha256"``, ``"md5"`` ...)
+    of a file, computed once per file version per process.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> path = tempfile.mkdtemp() + "/empty"
+    >>> _ = open(path, "wb").close()
+    >>> file_hash(path, "md5")
+    'd41d8cd98f00b204e9800998ecf8427e'
+    """
     path = Path(path).resolve()
     stat = path.stat()
-    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    key = (str(path), stat.st_size, stat.st_mtime_ns, algorithm)
     if key not in _HASHES:
-        digest = hashlib.sha256()
+        digest = hashlib.new(algorithm)
         with open(path, "rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)

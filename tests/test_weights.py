@@ -7,6 +7,7 @@ with ``HF_HUB_OFFLINE=1`` and no network.
 """
 
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -38,6 +39,7 @@ from speechbrain_rsc.models.weights import (
     RESNET18_SOURCE,
     WeightsUnavailableError,
     resolve_weights,
+    url_cache_path,
 )
 
 TINY_CNN6 = (8, 16, 16, 32)
@@ -218,20 +220,26 @@ def test_hub_backbones_load_their_default_source_offline(hub, caplog, name):
         assert len(model.tokenizer) != len(build_prompt_tokenizer())
 
 
-def test_cnn6_default_url_reuses_the_torch_hub_cache(hub):
+def test_cnn6_default_url_pins_the_zenodo_md5_and_ignores_same_names(hub):
+    assert CNN6_SOURCE.endswith("#md5=e25e26b84585b14c7754c91e48efc9be")
+    # A file of the same name where torch.hub would keep it is no Zenodo
+    # download: offline, the default source is refused.
     hub.checkpoints.mkdir(parents=True)
-    cached = hub.checkpoints / "Cnn6_mAP=0.343.pth"
-    state = panns_checkpoint(cached, seed=3)
-    model = build_backbone("cnn6", {"channels": TINY_CNN6}, use_pretrained=True)
-    key = "conv_block2.conv1.weight"
-    assert torch.equal(model.state_dict()[key], state[key])
-    assert model.weights_source == {
-        "source": CNN6_SOURCE,
-        "kind": "url",
-        "revision": None,
-        "sha256": sha256(cached),
-        "file": "Cnn6_mAP=0.343.pth",
-    }
+    panns_checkpoint(hub.checkpoints / "Cnn6_mAP=0.343.pth", seed=3)
+    with pytest.raises(WeightsUnavailableError) as error:
+        build_backbone("cnn6", {"channels": TINY_CNN6}, use_pretrained=True)
+    assert "HF_HUB_OFFLINE=1" in str(error.value)
+    assert "zenodo.org/record/3960586" in str(error.value)
+    # Nor is one in the URL's own cache folder, even with a record that
+    # matches it, when it is not the file whose md5 Zenodo lists.
+    dest = url_cache_path(CNN6_SOURCE)
+    dest.parent.mkdir(parents=True)
+    panns_checkpoint(dest, seed=3)
+    forged = {"url": CNN6_SOURCE.split("#")[0], "sha256": sha256(dest)}
+    (dest.parent / (dest.name + ".json")).write_text(json.dumps(forged))
+    with pytest.raises(WeightsUnavailableError, match="md5") as error:
+        build_backbone("cnn6", {"channels": TINY_CNN6}, use_pretrained=True)
+    assert f"delete {dest.parent}" in str(error.value)
 
 
 def test_file_url_downloads_once_into_torch_hub_and_checks_sha256(
@@ -241,6 +249,7 @@ def test_file_url_downloads_once_into_torch_hub_and_checks_sha256(
     source.parent.mkdir()
     state = panns_checkpoint(source, seed=4)
     digest = sha256(source)
+    md5 = hashlib.md5(source.read_bytes()).hexdigest()
     # torch.hub's name-<sha256 prefix>.ext, right and wrong.
     good = tmp_path / "zenodo" / f"cnn6-{digest[:10]}.pth"
     bad = tmp_path / "zenodo" / "cnn6-0123456789.pth"
@@ -248,27 +257,55 @@ def test_file_url_downloads_once_into_torch_hub_and_checks_sha256(
     shutil.copy(source, bad)
     url = f"file://{tmp_path}/zenodo/Cnn6_mAP%3D0.343.pth?download=1"
     model = build_backbone(
-        "cnn6", {"channels": TINY_CNN6}, url, use_pretrained=True
+        "cnn6", {"channels": TINY_CNN6}, f"{url}#md5={md5}", use_pretrained=True
     )
     key = "fc1.weight"
     assert torch.equal(model.state_dict()[key], state[key])
-    cached = hub.checkpoints / "Cnn6_mAP=0.343.pth"
-    assert sha256(cached) == digest
+    cached = url_cache_path(url)
+    assert cached.parent.parent == hub.checkpoints / "by_url"
+    assert cached.name == "Cnn6_mAP=0.343.pth" and sha256(cached) == digest
     assert model.weights_source["sha256"] == digest
     assert model.weights_source["kind"] == "url"
+    record = cached.with_name(cached.name + ".json")
+    assert json.loads(record.read_text()) == {
+        "url": f"file://{tmp_path}/zenodo/Cnn6_mAP%3D0.343.pth",
+        "sha256": digest,
+        "md5": md5,
+        "bytes": cached.stat().st_size,
+    }
     # Reused from the cache: the source may be gone.
     source.unlink()
     path, record = resolve_weights(f"{url}#sha256={digest}", "cnn6")
     assert path == str(cached) and record["sha256"] == digest
     # A cached file that does not match the URL's hash is refused.
-    with pytest.raises(WeightsUnavailableError, match="delete that file"):
-        resolve_weights(f"{url}#sha256={'0' * 64}", "cnn6")
-    # A hash in the file name is checked while downloading.
+    for pin in (f"sha256={'0' * 64}", f"md5={'0' * 32}"):
+        with pytest.raises(WeightsUnavailableError, match="delete"):
+            resolve_weights(f"{url}#{pin}", "cnn6")
+    # A hash in the file name is checked while downloading; nothing of a
+    # download that does not match is kept.
     _, record = resolve_weights(f"file://{good}", "cnn6")
     assert record["sha256"] == digest
-    with pytest.raises(WeightsUnavailableError, match="invalid hash value"):
+    with pytest.raises(WeightsUnavailableError, match="expected 0123"):
         resolve_weights(f"file://{bad}", "cnn6")
-    assert not (hub.checkpoints / bad.name).exists()
+    assert not list(url_cache_path(f"file://{bad}").parent.iterdir())
+    # A cached file changed since its download is refused, not reused.
+    with open(cached, "ab") as file:
+        file.write(b"tampered")
+    with pytest.raises(WeightsUnavailableError, match="changed since"):
+        resolve_weights(url, "cnn6")
+
+
+def test_url_cache_is_keyed_by_url_not_file_name(hub, tmp_path):
+    paths, states = [], []
+    for seed, folder in enumerate(("a", "b")):
+        (tmp_path / folder).mkdir()
+        states.append(panns_checkpoint(tmp_path / folder / "w.pth", seed))
+        paths.append(resolve_weights(f"file://{tmp_path}/{folder}/w.pth")[0])
+    assert paths[0] != paths[1]
+    key = "conv_block1.conv1.weight"
+    for path, state in zip(paths, states, strict=True):
+        cached = torch.load(path, weights_only=True)["model"]
+        assert torch.equal(cached[key], state[key])
 
 
 def test_unreachable_url_names_the_file_to_fetch(hub, tmp_path):
@@ -277,7 +314,7 @@ def test_unreachable_url_names_the_file_to_fetch(hub, tmp_path):
         build_backbone("cnn6", pretrained_path=url, use_pretrained=True)
     message = str(error.value)
     assert "backbone 'cnn6'" in message and url in message
-    assert str(hub.checkpoints / "Cnn6_mAP=0.343.pth") in message
+    assert "curl -L -o 'Cnn6_mAP=0.343.pth'" in message
     assert "--use_pretrained False" in message
     assert error.value.backbone == "cnn6" and error.value.source == url
 
@@ -345,14 +382,15 @@ def test_local_paths_are_used_as_they_are(hub, tmp_path):
             build_backbone("cnn6", pretrained_path=missing, use_pretrained=True)
 
 
-def test_declared_weights_load_like_an_eager_build(hub):
-    hub.checkpoints.mkdir(parents=True)
-    panns_checkpoint(hub.checkpoints / "Cnn6_mAP=0.343.pth", seed=4)
+def test_declared_weights_load_like_an_eager_build(hub, tmp_path):
+    source = tmp_path / "Cnn6_mAP=0.343.pth"
+    panns_checkpoint(source, seed=4)
+    url = f"file://{source}"
     options = {"channels": TINY_CNN6}
-    declared = declare_backbone("cnn6", options, use_pretrained=True)
+    declared = declare_backbone("cnn6", options, url, use_pretrained=True)
     assert declared.weights_source is None  # nothing loaded yet
     assert load_pretrained(declared) is declared
-    eager = build_backbone("cnn6", options, use_pretrained=True)
+    eager = build_backbone("cnn6", options, url, use_pretrained=True)
     pretrained = [k for k in eager.state_dict() if not k.startswith("head")]
     assert len(pretrained) > 10
     for key in pretrained:  # the new 4-class head is random in both

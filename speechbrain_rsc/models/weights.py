@@ -10,17 +10,24 @@ folder and a record of what was loaded. A ``pretrained_path`` is one of:
   snapshot folder. With ``HF_HUB_OFFLINE=1`` only the cache is read.
   Weights come as ``*.safetensors``; ``*.bin``/``*.pt``/``*.pth`` files
   are fetched only when the snapshot has no safetensors weights;
-- an ``http(s)://`` or ``file://`` URL of one file, downloaded with
-  ``torch.hub.download_url_to_file`` to
-  ``torch.hub.get_dir()/checkpoints/<file name>`` (``$TORCH_HOME/hub``;
-  the file name is the URL's last path segment, percent-decoded; a
-  ``file://`` URL's query is ignored). A file already there is reused
-  without any network access.
-  The file's sha256 is checked when the URL carries one: a fragment
-  ``#sha256=<hex>`` (the full hash or a prefix of at least 8 digits), or
-  else torch.hub's naming convention ``<name>-<hex>.<ext>`` (8 or more
-  hex digits before the last dot, as in ``resnet18-f37072fd.pth``). A
-  mismatch is an error, never a silent reload.
+- an ``http(s)://`` or ``file://`` URL of one file, downloaded once by
+  :func:`download_url` (a socket timeout on every wait, streamed to a
+  temporary file, hashed, renamed) into a folder of torch.hub's cache
+  keyed by the URL (:func:`url_cache_path`:
+  ``$TORCH_HOME/hub/checkpoints/by_url/<sha256 of the URL>/<file
+  name>``; the URL's fragment, and a ``file://`` URL's query, left out),
+  beside a record ``<file name>.json`` of the URL and the file's sha256
+  and md5. Every reuse checks the file against that record, so a file
+  of the same name from another URL, or one changed since, is never
+  taken. With ``HF_HUB_OFFLINE=1`` an ``http(s)`` URL is read from that
+  cache only.
+  Hashes the URL pins (:func:`url_file`) are checked before the download
+  is kept and on every reuse: a fragment ``#sha256=<hex>`` (the full
+  hash or a prefix of at least 8 digits) and/or ``#md5=<32 hex>`` (what
+  Zenodo lists), or else torch.hub's naming convention
+  ``<name>-<hex>.<ext>`` (a sha256 prefix, as in
+  ``resnet18-f37072fd.pth``). A mismatch is an error, never a silent
+  reload.
 
 A string that is none of these, or that names a source which cannot be
 had (offline and not cached, 404, bad hash ...), raises
@@ -51,7 +58,8 @@ ast                ``MIT/ast-finetuned-audioset-10-10-0.4593`` (hub;
                    ImageNet + AudioSet)
 cnn6               PANNs ``Cnn6_mAP=0.343.pth``, Zenodo record 3960586
                    (:data:`CNN6_SOURCE`; the record the Patch-Mix CL
-                   code's ``load_sl_official_weights`` fetches from)
+                   code's ``load_sl_official_weights`` fetches from),
+                   md5 pinned (:data:`CNN6_MD5`)
 resnet18           ``timm/resnet18.tv_in1k``: torchvision's
                    ``IMAGENET1K_V1`` weights (``resnet18-f37072fd.pth``)
 efficientnet_b0    ``timm/efficientnet_b0.ra_in1k``: see below
@@ -75,25 +83,38 @@ Example
 >>> parse_hub_id("models/resnet18.pth") is None  # a file name, not a hub ID
 True
 >>> url_file(CNN6_SOURCE)
-('Cnn6_mAP=0.343.pth', None)
+('Cnn6_mAP=0.343.pth', {'md5': 'e25e26b84585b14c7754c91e48efc9be'})
 """
 
+import hashlib
+import http.client
+import json
 import logging
+import math
 import os
 import re
 import urllib.parse
+import urllib.request
 from pathlib import Path
 
+from speechbrain_rsc.atomic import write_atomically, write_text_atomically
 from speechbrain_rsc.errors import RecipeError
-from speechbrain_rsc.hashing import sha256_file
+from speechbrain_rsc.hashing import file_hash, sha256_file
 from speechbrain_rsc.models.checkpoints import find_weights_file
 
 logger = logging.getLogger(__name__)
 
 CLAP_SOURCE = "laion/clap-htsat-unfused"
 AST_SOURCE = "MIT/ast-finetuned-audioset-10-10-0.4593"
+# The md5 that the PANNs Zenodo record lists for Cnn6_mAP=0.343.pth, as
+# pinned by code that checks that file (e.g. Labbeti/dcase2022task6a's
+# PANN_PRETRAINED_URLS, for the record's later version 3987831, whose
+# files keep their names and checksums). Zenodo publishes md5 only; the
+# sha256 is recorded at the first download.
+CNN6_MD5 = "e25e26b84585b14c7754c91e48efc9be"
 CNN6_SOURCE = (
     "https://zenodo.org/record/3960586/files/Cnn6_mAP%3D0.343.pth?download=1"
+    f"#md5={CNN6_MD5}"
 )
 RESNET18_SOURCE = "timm/resnet18.tv_in1k"
 EFFICIENTNET_B0_SOURCE = "timm/efficientnet_b0.ra_in1k"
@@ -112,7 +133,11 @@ FILE_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".ckpt", ".tar")
 HUB_ID = re.compile(r"^([A-Za-z0-9][\w.-]*/[\w.-]+)(?:@([\w./-]+))?$")
 # torch.hub's convention name-<sha256 prefix>.ext, with 8 digits at least.
 NAME_HASH = re.compile(r"-([0-9a-f]{8,64})\.[^.]+$")
-HEX = re.compile(r"^[0-9a-f]{8,64}$")
+# Hashes a URL may pin: a sha256 (or a prefix of 8 digits or more), an md5.
+PINS = {"sha256": (8, 64), "md5": (32, 32)}
+# Seconds a URL download waits for a connection or for each block.
+DOWNLOAD_TIMEOUT = 30.0
+DOWNLOAD_TIMEOUT_VARIABLE = "RSC_DOWNLOAD_TIMEOUT"
 # Fetched only when a snapshot holds no safetensors weights.
 HUB_PICKLES = ["*.bin", "*.bin.index.json", "*.pt", "*.pth", "*.ckpt"]
 # Formats of other frameworks (Keras, Flax, ONNX, rust-bert .ot, TFLite,
@@ -158,13 +183,13 @@ def parse_hub_id(source):
 
 
 def url_file(url):
-    """The cache file name of ``url`` and the sha256 (prefix) it carries.
+    """The file name of ``url`` and the hashes it pins, by algorithm.
 
     Example
     -------
     >>> url_file("https://x.org/w/resnet18-f37072fd.pth")
-    ('resnet18-f37072fd.pth', 'f37072fd')
-    >>> url_file("file:///tmp/w.pth#sha256=" + "ab" * 32)[1][:6]
+    ('resnet18-f37072fd.pth', {'sha256': 'f37072fd'})
+    >>> url_file("file:///tmp/w.pth#sha256=" + "ab" * 32)[1]["sha256"][:6]
     'ababab'
     """
     split = urllib.parse.urlsplit(url)
@@ -172,15 +197,185 @@ def url_file(url):
     if not name or name in (".", "..") or "/" in name or "\\" in name:
         raise ValueError(f"{url}: the URL names no file to save")
     fragment = urllib.parse.parse_qs(split.fragment)
-    if "sha256" in fragment:
-        expected = fragment["sha256"][0].lower()
-        if not HEX.match(expected):
-            raise ValueError(
-                f"{url}: sha256 must be 8 to 64 hex digits, got '{expected}'"
-            )
-        return name, expected
+    pins = {}
+    for algorithm, (least, most) in PINS.items():
+        if algorithm in fragment:
+            value = fragment[algorithm][0].lower()
+            if not re.fullmatch(f"[0-9a-f]{{{least},{most}}}", value):
+                digits = least if least == most else f"{least} to {most}"
+                raise ValueError(
+                    f"{url}: {algorithm} must be {digits} hex digits, got "
+                    f"'{value}'"
+                )
+            pins[algorithm] = value
     match = NAME_HASH.search(name)
-    return name, match.group(1) if match else None
+    if match and "sha256" not in pins:
+        pins["sha256"] = match.group(1)
+    return name, pins
+
+
+def fetched_url(url):
+    """The URL as fetched: no fragment; for ``file://``, no query either
+    (urllib would read it as part of the file name).
+
+    Example
+    -------
+    >>> fetched_url("file:///w/a.pth?download=1#md5=" + "0" * 32)
+    'file:///w/a.pth'
+    """
+    split = urllib.parse.urlsplit(url)._replace(fragment="")
+    if split.scheme.lower() == "file":
+        split = split._replace(query="")
+    return urllib.parse.urlunsplit(split)
+
+
+def url_cache_path(url):
+    """Where ``url``'s file is kept: a folder per fetched URL in torch.hub's
+    cache (``$TORCH_HOME/hub``, read when called), so that two URLs
+    serving files of the same name never share one.
+
+    Example
+    -------
+    >>> a = url_cache_path("https://a.org/w.pth#md5=" + "0" * 32)
+    >>> b = url_cache_path("https://b.org/w.pth")
+    >>> a.name == b.name == "w.pth", a.parent != b.parent
+    (True, True)
+    >>> a == url_cache_path("https://a.org/w.pth")  # the pins are no key
+    True
+    """
+    import torch.hub
+
+    fetch = fetched_url(url)
+    key = hashlib.sha256(fetch.encode()).hexdigest()[:16]
+    name, _ = url_file(url)
+    return Path(torch.hub.get_dir()) / "checkpoints" / "by_url" / key / name
+
+
+def _record_path(dest):
+    return dest.with_name(dest.name + ".json")
+
+
+def _mismatches(hashes, pins):
+    """The pins that ``hashes`` (full digests) break, as words.
+
+    Example
+    -------
+    >>> _mismatches({"md5": "ab" * 16}, {"md5": "cd" * 16})
+    ['md5 abababababababababababababababab, expected cdcd...']
+    """
+    return [
+        f"{algorithm} {hashes[algorithm]}, expected {pin[:4]}..."
+        for algorithm, pin in pins.items()
+        if not hashes[algorithm].startswith(pin)
+    ]
+
+
+def seconds_from_env(name, default):
+    """A timeout in seconds from environment variable ``name``, as set when
+    called; ``default`` when unset or empty.
+
+    Example
+    -------
+    >>> seconds_from_env("RSC_NO_SUCH_VARIABLE", 30.0)
+    30.0
+    """
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise RecipeError(
+            f"{name}={value!r} is not a timeout: give a number of seconds "
+            "greater than 0, or unset it for the default"
+        )
+    return seconds
+
+
+class DownloadError(Exception):
+    """A download that failed or that did not match its pinned hashes;
+    never a failure to write the file (:func:`~speechbrain_rsc.atomic.
+    write_atomically` reports those with the free space).
+    """
+
+
+def _blocks(url, timeout):
+    """The content of ``url`` in blocks, every wait bounded by ``timeout``."""
+    request = urllib.request.Request(
+        url, headers={"User-Agent": "speechbrain-rsc"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            while block := response.read(1 << 20):
+                yield block
+    except (OSError, http.client.HTTPException) as error:
+        # URLError, HTTPError, timeouts and resets are OSErrors.
+        raise DownloadError(f"{type(error).__name__}: {error}") from error
+
+
+def download_url(url, dest, pins=None, timeout=None):
+    """Download ``url`` to ``dest``: streamed to a temporary file beside it,
+    hashed on the way, checked against ``pins``, then renamed, so ``dest``
+    is either absent or whole and checked.
+
+    Arguments
+    ---------
+    url : str
+        ``http(s)://`` or ``file://``.
+    dest : str or Path
+    pins : dict, optional
+        Expected hashes by algorithm (``sha256`` may be a prefix).
+    timeout : float, optional
+        Seconds to wait for the connection and for each block; default
+        ``RSC_DOWNLOAD_TIMEOUT`` or :data:`DOWNLOAD_TIMEOUT`.
+
+    Returns
+    -------
+    dict
+        The file's ``sha256`` and ``md5``.
+
+    Raises
+    ------
+    DownloadError
+        On a network error, a timeout or a hash mismatch (nothing kept).
+
+    Example
+    -------
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> _ = (folder / "a").write_bytes(b"")
+    >>> download_url(f"file://{folder}/a", folder / "b")["md5"]
+    'd41d8cd98f00b204e9800998ecf8427e'
+    >>> download_url(f"file://{folder}/a", folder / "c", {"md5": "0" * 32})
+    ... # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    speechbrain_rsc.models.weights.DownloadError: the file downloaded from \
+file://.../a has md5 d41d8cd98f00b204e9800998ecf8427e, expected 0000...
+    """
+    pins = pins or {}
+    if timeout is None:
+        timeout = seconds_from_env(DOWNLOAD_TIMEOUT_VARIABLE, DOWNLOAD_TIMEOUT)
+    digests = {"sha256": hashlib.sha256(), "md5": hashlib.md5()}
+
+    def write(tmp):
+        with open(tmp, "wb") as out:
+            for block in _blocks(url, timeout):
+                for digest in digests.values():
+                    digest.update(block)
+                out.write(block)
+        hashes = {name: digest.hexdigest() for name, digest in digests.items()}
+        wrong = _mismatches(hashes, pins)
+        if wrong:
+            raise DownloadError(
+                f"the file downloaded from {url} has {'; '.join(wrong)}"
+            )
+        return hashes
+
+    result = {}
+    write_atomically(dest, lambda tmp: result.update(write(tmp)))
+    return result
 
 
 def _record(source, kind, path, revision=None):
@@ -253,42 +448,85 @@ def _from_hub(source, repo_id, revision, backbone, cache_dir):
     return folder, _record(source, "hub", folder, Path(folder).name)
 
 
-def _from_url(source, backbone):
-    import torch.hub
+def _cached_hashes(dest, fetch, pins):
+    """The hashes of the file kept for ``fetch`` at ``dest``, checked
+    against its download record; ``None`` when there is no such file
+    (or no record of it: an interrupted download, fetched again).
 
-    name, expected = url_file(source)
-    dest = Path(torch.hub.get_dir()) / "checkpoints" / name
-    split = urllib.parse.urlsplit(source)._replace(fragment="")
-    if split.scheme.lower() == "file":
-        # urllib would read a file:// query as part of the file name.
-        split = split._replace(query="")
-    fetch = urllib.parse.urlunsplit(split)
+    Raises
+    ------
+    DownloadError
+        When the file changed since its download, or breaks ``pins``.
+    """
+    try:
+        recorded = json.loads(_record_path(dest).read_text())
+    except (OSError, ValueError):
+        return None
+    if not dest.is_file() or recorded.get("url") != fetch:
+        return None
+    hashes = {"sha256": sha256_file(dest)}
+    if hashes["sha256"] != recorded.get("sha256"):
+        raise DownloadError(
+            f"the cached {dest} has sha256 {hashes['sha256']}, but "
+            f"{recorded.get('sha256')} was downloaded from {fetch}: it "
+            "changed since"
+        )
+    if "md5" in pins:
+        hashes["md5"] = file_hash(dest, "md5")
+    wrong = _mismatches(hashes, pins)
+    if wrong:
+        raise DownloadError(
+            f"the cached {dest}, downloaded from {fetch}, has "
+            f"{'; '.join(wrong)} (the URL pins another file)"
+        )
+    return hashes
+
+
+def _from_url(source, backbone):
+    name, pins = url_file(source)
+    fetch = fetched_url(source)
+    dest = url_cache_path(source)
     ways = (
-        f"download it to {dest} (e.g. `curl -L -o '{dest}' '{fetch}'`) "
-        "or set pretrained_path to a local copy"
+        f"download it (e.g. `curl -L -o '{name}' '{fetch}'`), check it, "
+        "and set pretrained_path to that file"
     )
-    if not dest.is_file():
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        logger.info("Downloading %s to %s", fetch, dest)
-        try:
-            torch.hub.download_url_to_file(fetch, str(dest), expected)
-        except Exception as error:
-            raise _unavailable(
-                backbone,
-                source,
-                f"download failed ({type(error).__name__}: {error})",
-                ways,
-            ) from error
-    record = _record(source, "url", dest)
-    if expected is not None and not record["sha256"].startswith(expected):
+    try:
+        hashes = _cached_hashes(dest, fetch, pins)
+    except DownloadError as error:
         raise _unavailable(
             backbone,
             source,
-            f"the cached {dest} has sha256 {record['sha256']}, the URL "
-            f"expects {expected}...",
-            f"delete that file and retry, {ways}",
+            str(error),
+            f"delete {dest.parent} and retry, or {ways}",
+        ) from error
+    if hashes is None:
+        remote = urllib.parse.urlsplit(fetch).scheme.lower() != "file"
+        if remote and _offline():
+            raise _unavailable(
+                backbone,
+                source,
+                f"HF_HUB_OFFLINE=1 and it is not in the download cache "
+                f"({dest})",
+                f"run once with network access (without HF_HUB_OFFLINE) "
+                f"to fill that cache, or {ways}",
+            )
+        timeout = seconds_from_env(DOWNLOAD_TIMEOUT_VARIABLE, DOWNLOAD_TIMEOUT)
+        logger.info("Downloading %s to %s", fetch, dest)
+        try:
+            hashes = download_url(fetch, dest, pins, timeout)
+        except DownloadError as error:
+            raise _unavailable(
+                backbone,
+                source,
+                f"download failed ({error}; every wait is bounded by "
+                f"{DOWNLOAD_TIMEOUT_VARIABLE}={timeout:g} s)",
+                ways,
+            ) from error
+        record = {"url": fetch, **hashes, "bytes": dest.stat().st_size}
+        write_text_atomically(
+            _record_path(dest), lambda file: json.dump(record, file)
         )
-    return str(dest), record
+    return str(dest), _record(source, "url", dest)
 
 
 def resolve_weights(source, backbone="model", cache_dir=None):
