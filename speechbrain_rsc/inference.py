@@ -40,6 +40,7 @@ Example
 """
 
 import argparse
+import contextlib
 import json
 import math
 import re
@@ -709,13 +710,16 @@ def main(argv=None):
         }.items()
         if value
     }
-    try:
-        classifier = load_classifier(args.model, args.device, args.savedir)
-    except (FileNotFoundError, ValueError) as error:
-        parser.error(str(error))
-    results = classifier.classify_files(
-        args.files, metadata, batch_size=args.batch_size
-    )
+    # stdout holds the JSON lines only: what libraries print while the
+    # model loads and runs (transformers' load reports) goes to stderr
+    with contextlib.redirect_stdout(sys.stderr):
+        try:
+            classifier = load_classifier(args.model, args.device, args.savedir)
+        except (FileNotFoundError, ValueError) as error:
+            parser.error(str(error))
+        results = classifier.classify_files(
+            args.files, metadata, batch_size=args.batch_size
+        )
     for result in results:
         print(json.dumps(result))
         for note in result.get("warnings", []):

@@ -31,10 +31,12 @@ torch.Size([2, 4])
 """
 
 import json
+import logging
 from pathlib import Path
 
 import torch
 from transformers import ASTConfig, ASTModel
+from transformers.utils import logging as hf_logging
 
 from speechbrain_rsc.models.checkpoints import (
     CheckpointError,
@@ -42,6 +44,8 @@ from speechbrain_rsc.models.checkpoints import (
     load_state_dict_file,
 )
 from speechbrain_rsc.models.frontends import FbankBackbone, FbankFrontEnd
+
+logger = logging.getLogger(__name__)
 
 POSITIONS = "embeddings.position_embeddings"
 AST_MODEL_TYPE = "audio-spectrogram-transformer"
@@ -210,9 +214,16 @@ def load_folder_state(path):
     -------
     dict
     """
-    model, info = ASTModel.from_pretrained(
-        path, local_files_only=True, output_loading_info=True
-    )
+    # The loading info is checked below; transformers' own report of the
+    # dropped classifier is noise (on stdout where logs go there).
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        model, info = ASTModel.from_pretrained(
+            path, local_files_only=True, output_loading_info=True
+        )
+    finally:
+        hf_logging.set_verbosity(verbosity)
     foreign = [
         k for k in info["unexpected_keys"] if not k.startswith("classifier.")
     ]
@@ -226,6 +237,11 @@ def load_folder_state(path):
         raise CheckpointError(
             f"{path} does not fit ASTModel: "
             + "; ".join(f"{n} ({len(k)}): {k[:6]}" for n, k in problems.items())
+        )
+    dropped = len(info["unexpected_keys"]) - len(foreign)
+    if dropped:
+        logger.info(
+            "%s: its audio classifier (%d tensors) is dropped", path, dropped
         )
     return model.state_dict()
 

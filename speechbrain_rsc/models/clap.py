@@ -425,6 +425,9 @@ def read_clap_source(
     raise FileNotFoundError(f"pretrained_path not found: {path}")
 
 
+_warned_stand_in = False  # see prompt_tokenizer_of
+
+
 def prompt_tokenizer_of(source, tokenizer_path=None):
     """The prompt tokenizer for ``source`` and where it came from:
     ``tokenizer_path``, else the weights' own; for random weights the
@@ -445,12 +448,15 @@ def prompt_tokenizer_of(source, tokenizer_path=None):
             "from_pretrained('laion/clap-htsat-unfused').tokenizer."
             "save_pretrained(folder)` on a machine with network access)"
         )
-    logger.warning(
-        "BTS with random weights: prompts are tokenized by the "
-        "stand-in offline byte-level BPE (clap_tokenizer."
-        "build_prompt_tokenizer), not the RoBERTa tokenizer of %s",
-        CLAP_SOURCE,
-    )
+    global _warned_stand_in
+    if not _warned_stand_in:  # once per process, not once per model
+        _warned_stand_in = True
+        logger.warning(
+            "BTS with random weights: prompts are tokenized by the "
+            "stand-in offline byte-level BPE (clap_tokenizer."
+            "build_prompt_tokenizer), not the RoBERTa tokenizer of %s",
+            CLAP_SOURCE,
+        )
     return build_prompt_tokenizer(), "offline prompt tokenizer"
 
 
