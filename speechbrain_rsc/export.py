@@ -2,7 +2,9 @@
 
 ``save_trained`` writes a model folder:
 
-- ``model.ckpt``: the weights, a plain state dict;
+- ``model.ckpt``: the weights, a state dict in the safetensors format
+  (reading it runs no code, unlike a pickle; the name is the one
+  SpeechBrain's ``Pretrainer`` fetches, ``<loadable>.ckpt``);
 - ``model.json``: how to rebuild the network (backbone name and options,
   sample rate) and what the run recorded (``info``: seed, metrics,
   teachers, protocol, duration, ...);
@@ -43,10 +45,15 @@ import json
 import shutil
 from pathlib import Path
 
-import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 
 from speechbrain_rsc.atomic import write_atomically
+from speechbrain_rsc.bank import BANK_FILENAME
+from speechbrain_rsc.errors import RecipeError
 from speechbrain_rsc.model_card import ENSEMBLE_FILE, write_model_card
+from speechbrain_rsc.models.checkpoints import CheckpointError
+from speechbrain_rsc.provenance import PROVENANCE_FILE
 
 CONFIG_FILE = "model.json"
 WEIGHTS_FILE = "model.ckpt"
@@ -81,12 +88,56 @@ def save_trained(model, folder, info, per_device=None):
     config = dict(model.backbone_config)
     config["sample_rate"] = getattr(model, "sample_rate", None)
     config["info"] = info
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    write_atomically(folder / WEIGHTS_FILE, lambda p: torch.save(state, p))
+    save_weights(model.state_dict(), folder / WEIGHTS_FILE)
     _write_text(folder / CONFIG_FILE, json.dumps(config, indent=2, default=str))
     members = [("model", _run_label(folder), config)]
     _write_text(folder / HPARAMS_FILE, hyperparams_yaml(members))
     write_model_card(folder, per_device=per_device)
+
+
+def save_weights(state, path):
+    """Write a state dict as a safetensors file, atomically.
+
+    Tensors are copied to the CPU, contiguous and unshared (safetensors
+    refuses tensors that share memory).
+    """
+    tensors = {
+        k: v.detach().cpu().contiguous().clone() for k, v in state.items()
+    }
+    write_atomically(path, lambda p: save_file(tensors, p, {"format": "pt"}))
+
+
+def read_weights(path):
+    """The state dict of a weights file written by :func:`save_weights`.
+
+    Raises
+    ------
+    CheckpointError
+        Naming the file, when it is not a safetensors file (for example a
+        pickle, which could run code when read: never unpickled here).
+
+    Example
+    -------
+    >>> import tempfile, torch
+    >>> path = tempfile.mkdtemp() + "/model.ckpt"
+    >>> save_weights({"w": torch.ones(2)}, path)
+    >>> read_weights(path)["w"].tolist()
+    [1.0, 1.0]
+    >>> torch.save({"w": torch.ones(2)}, path)  # a pickle
+    >>> read_weights(path)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    speechbrain_rsc.models.checkpoints.CheckpointError: .../model.ckpt is ...
+    """
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(
+            f"{path} is not a safetensors weights file ({error}): model "
+            "folders hold safetensors weights so that loading them runs no "
+            "code; re-export the model with save_trained, or, if you trust "
+            "this file, load it yourself"
+        ) from error
 
 
 def read_config(folder):
@@ -110,14 +161,14 @@ def load_weights(module, path):
 
     Example
     -------
-    >>> import tempfile
+    >>> import tempfile, torch
     >>> path = tempfile.mkdtemp() + "/w.ckpt"
-    >>> torch.save(torch.nn.Linear(2, 4).state_dict(), path)
+    >>> save_weights(torch.nn.Linear(2, 4).state_dict(), path)
     >>> load_weights(torch.nn.Linear(2, 3), path)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     RuntimeError: .../w.ckpt does not fit the network built by hyperparams...
     """
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = read_weights(path)
     try:
         module.load_state_dict(state)
     except RuntimeError as error:
@@ -140,27 +191,77 @@ def load_trained(folder, map_location="cpu"):
 
     config = read_config(folder)
     model = build_backbone(config["name"], config["options"])
-    state = torch.load(
-        Path(folder) / WEIGHTS_FILE,
-        map_location=map_location,
-        weights_only=True,
-    )
+    state = read_weights(Path(folder) / WEIGHTS_FILE)
     model.load_state_dict(state)
+    model.to(map_location)
     return model.eval(), config
 
 
+class NoModelError(RecipeError, FileNotFoundError):
+    """A folder that holds no trained model where one was expected."""
+
+
 def model_folders(folder):
-    """The trained-model folders under ``folder``: itself, or its runs."""
+    """The trained-model folders under ``folder``: itself, the ``model/``
+    of a run folder, or every run's ``model/`` in a folder of runs.
+
+    Raises
+    ------
+    NoModelError
+        When there is none, or when a run of a folder of runs has no
+        model (an unfinished run would silently shrink the ensemble).
+    """
     folder = Path(folder)
     if (folder / CONFIG_FILE).is_file():
         return [folder]
+    if (folder / "model" / CONFIG_FILE).is_file():
+        return [folder / "model"]
     runs = sorted(p.parent for p in folder.glob(f"*/model/{CONFIG_FILE}"))
     if not runs:
-        raise FileNotFoundError(
+        raise NoModelError(
             f"{folder} holds no trained model ({CONFIG_FILE}) nor runs "
             f"with <run>/model/{CONFIG_FILE}"
         )
+    unfinished = sorted(
+        run.parent
+        for marker in (PROVENANCE_FILE, BANK_FILENAME)
+        for run in folder.glob(f"*/{marker}")
+        if not (run.parent / "model" / CONFIG_FILE).is_file()
+    )
+    if unfinished:
+        names = ", ".join(str(p) for p in dict.fromkeys(unfinished))
+        raise NoModelError(
+            f"{folder} is a folder of runs, but {names} holds no "
+            f"model/{CONFIG_FILE} (an unfinished run): finish it or move it "
+            "away, or give the model folders you want"
+        )
     return runs
+
+
+def load_exported_ensemble(folder):
+    """Rebuild an ensemble written by :func:`export_ensemble` from its
+    ``ensemble.json`` and safetensors weights, running nothing from it.
+
+    Returns
+    -------
+    model : speechbrain_rsc.brains.EnsembleModel
+    preparation : dict
+        ``sample_rate``, ``duration``, ``pad``.
+    members : list of str
+        The members' runs.
+    """
+    from speechbrain_rsc.brains import EnsembleModel
+    from speechbrain_rsc.models import build_backbone
+
+    folder = Path(folder)
+    facts = json.loads((folder / ENSEMBLE_FILE).read_text(encoding="utf-8"))
+    loaded = []
+    for member in facts["members"]:
+        model = build_backbone(member["backbone"], member["options"])
+        model.load_state_dict(read_weights(folder / f"{member['name']}.ckpt"))
+        loaded.append(model.eval())
+    prep = {key: facts[key] for key in ("sample_rate", "duration", "pad")}
+    return EnsembleModel(loaded), prep, [m["run"] for m in facts["members"]]
 
 
 def preparation(config):
@@ -304,7 +405,7 @@ def _ensemble_scores(folders):
     """Mean-logit ensemble metrics and per-device table from the runs'
     banks, or ``(None, None)`` when a run has no bank.
     """
-    from speechbrain_rsc.bank import BANK_FILENAME, LogitBank
+    from speechbrain_rsc.bank import LogitBank
     from speechbrain_rsc.breakdown import bank_breakdown
     from speechbrain_rsc.ensemble import evaluate_banks
 

@@ -43,14 +43,17 @@ import argparse
 import contextlib
 import json
 import math
+import os
 import re
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 import torch
 from speechbrain.inference.interfaces import Pretrained
+from speechbrain.utils.fetching import FetchConfig
 from speechbrain.utils.parameter_transfer import Pretrainer
 
 from speechbrain_rsc.brains import EnsembleModel
@@ -70,15 +73,19 @@ from speechbrain_rsc.data.schema import (
     age_group,
     parse_stem,
 )
+from speechbrain_rsc.errors import RecipeError
 from speechbrain_rsc.export import (
     CONFIG_FILE,
     HPARAMS_FILE,
+    NoModelError,
     check_members,
+    load_exported_ensemble,
     load_trained,
     model_folders,
     read_config,
 )
 from speechbrain_rsc.fused import FusedEnsemble, make_ensemble
+from speechbrain_rsc.model_card import ENSEMBLE_FILE
 from speechbrain_rsc.models.folding import for_inference
 
 __all__ = [
@@ -96,7 +103,65 @@ __all__ = [
 MIN_CLIP_SECONDS = 1.0
 PROMPT_DEFAULTS = {"location": "Tc", "device": "Meditron"}
 METADATA_KEYS = ("location", "device", "age", "sex")
-HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+HUB_ID = re.compile(r"([A-Za-z0-9][\w.-]*/[\w.-]+)(?:@([\w./-]+))?")
+TRUST_OPTION = "trust_remote_code=True (rsc-classify --trust_remote_code)"
+# What a published model needs; its code (hyperparams.yaml) comes only
+# with trust_remote_code.
+MODEL_FILES = ["*.json", "*.ckpt", "README.md"]
+
+
+class UntrustedModelError(RecipeError):
+    """A model that can be loaded only by running its code."""
+
+
+def model_files(source, revision=None):
+    """The local folder of a model: ``source`` itself, or the snapshot of
+    the Hugging Face model ``org/name[@revision]`` with its description and
+    weights only (read from the cache when ``HF_HUB_OFFLINE=1``).
+
+    Raises
+    ------
+    NoModelError
+        Naming ``source``, when it is neither, or cannot be fetched.
+
+    Example
+    -------
+    >>> model_files("results/nowhere/model")
+    Traceback (most recent call last):
+    ...
+    speechbrain_rsc.export.NoModelError: model results/nowhere/model: no \
+such folder, and not a Hugging Face model ID (org/name); give a model \
+folder, a folder of runs or a model ID
+    """
+    if Path(source).exists():
+        return Path(source)
+    match = HUB_ID.fullmatch(str(source))
+    if match is None:
+        raise NoModelError(
+            f"model {source}: no such folder, and not a Hugging Face model "
+            "ID (org/name); give a model folder, a folder of runs or a "
+            "model ID"
+        )
+    from speechbrain_rsc.models.weights import hub_snapshot
+
+    repo_id, pinned = match.groups()
+    try:
+        return Path(
+            hub_snapshot(  # every network wait bounded, pinned: cache first
+                repo_id,
+                revision=revision or pinned,
+                allow_patterns=MODEL_FILES,
+                # read when called, as the weights resolver does
+                cache_dir=os.environ.get("HF_HUB_CACHE") or None,
+            )
+        )
+    except Exception as error:  # the hub raises many kinds
+        raise NoModelError(
+            f"model {source}: no such folder, and no Hugging Face model of "
+            "that ID in the hub cache (HF_HUB_CACHE) nor, when online, on "
+            "the hub; give an existing folder, or fetch the model once "
+            f"online before using HF_HUB_OFFLINE=1 ({error})"
+        ) from error
 
 
 def metadata_from_filename(path):
@@ -288,22 +353,86 @@ class RespiratoryClassifier(Pretrained):
         """
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         folder = Path(folder)
-        if (folder / HPARAMS_FILE).is_file() and not (
-            folder / CONFIG_FILE
-        ).is_file():
-            return cls.from_hparams(
-                source=str(folder), run_opts={"device": device}
-            )
-        folders = model_folders(folder)
-        configs = [read_config(f) for f in folders]
-        prep = check_members(folders, configs)
-        members = [load_trained(f)[0] for f in folders]
-        model = members[0] if len(members) == 1 else EnsembleModel(members)
+        if (folder / ENSEMBLE_FILE).is_file():
+            model, prep, members = load_exported_ensemble(folder)
+        else:
+            try:
+                folders = model_folders(folder)
+            except NoModelError:
+                if not (folder / HPARAMS_FILE).is_file():
+                    raise
+                raise UntrustedModelError(
+                    f"{folder} describes its model only by {HPARAMS_FILE} "
+                    f"(no {CONFIG_FILE} nor {ENSEMBLE_FILE}): loading it "
+                    "means running that file, which can execute any code. "
+                    f"If you trust it, load it with {TRUST_OPTION}"
+                ) from None
+            configs = [read_config(f) for f in folders]
+            prep = check_members(folders, configs)
+            loaded = [load_trained(f)[0] for f in folders]
+            model = loaded[0] if len(loaded) == 1 else EnsembleModel(loaded)
+            members = [str(f) for f in folders]
         return cls(
             modules={"model": model},
-            hparams={**prep, "members": [str(f) for f in folders]},
+            hparams={**prep, "members": members},
             run_opts={"device": device},
         )
+
+    @classmethod
+    def from_hparams(
+        cls,
+        source,
+        hparams_file=HPARAMS_FILE,
+        savedir=None,
+        run_opts=None,
+        trust_remote_code=False,
+        revision=None,
+        **kwargs,
+    ):
+        """Load a published model folder or Hugging Face model ID.
+
+        By default nothing from the model is executed: the network is
+        rebuilt from its declarative description (``model.json`` or
+        ``ensemble.json``) and its safetensors weights. The model's
+        ``hyperparams.yaml`` is what SpeechBrain would run (HyperPyYAML
+        calls any function it names, ``!apply:os.system`` included); that
+        happens only with ``trust_remote_code=True``, as in transformers.
+
+        Arguments
+        ---------
+        source : str or Path
+            A folder, or a hub ID ``org/name`` (``org/name@revision``).
+        hparams_file : str
+            The YAML SpeechBrain runs (``trust_remote_code`` only).
+        savedir : str, optional
+            Where SpeechBrain links the files (``trust_remote_code``).
+        run_opts : dict, optional
+            ``{"device": ...}``.
+        trust_remote_code : bool
+            Run the model's ``hyperparams.yaml`` (SpeechBrain's loading).
+        revision : str, optional
+            A hub branch, tag or commit.
+        **kwargs
+            Passed to SpeechBrain's ``from_hparams`` (trusted loading).
+
+        Raises
+        ------
+        UntrustedModelError
+            For a model described only by code, without the opt-in.
+        """
+        device = (run_opts or {}).get("device")
+        if trust_remote_code:
+            if revision is not None:
+                config = kwargs.pop("fetch_config", None) or FetchConfig()
+                kwargs["fetch_config"] = replace(config, revision=revision)
+            return super().from_hparams(
+                source=str(source),
+                hparams_file=hparams_file,
+                savedir=savedir,
+                run_opts={"device": device} if device else run_opts,
+                **kwargs,
+            )
+        return cls.from_folder(model_files(source, revision), device)
 
     def prepare_cycle(self, path):
         """An audio file as one model-ready cycle ``[1, samples]`` and the
@@ -380,6 +509,13 @@ class RespiratoryClassifier(Pretrained):
         logits, votes = self._logits(wavs, lens, [p for *_, p in ready])
         probs = torch.softmax(logits.float(), dim=-1).cpu()
         for row, (result, _, _) in enumerate(ready):
+            if not bool(probs[row].isfinite().all()):
+                result["error"] = (
+                    f"{result['file']}: the model's output is not finite "
+                    "(NaN or infinite logits), so no class can be given; "
+                    "the model is broken (a diverged run?): use another"
+                )
+                continue
             result["class"] = CLASS_NAMES[int(probs[row].argmax())]
             result["probabilities"] = {
                 name: float(p) for name, p in zip(CLASS_NAMES, probs[row])
@@ -462,8 +598,67 @@ class RespiratoryClassifier(Pretrained):
                 self._classify_batch(ready)
         return [_ordered(r) for r in results]
 
+    def describe_file(self, path, metadata=None):
+        """Classify one audio file, as a dict with the probabilities and
+        warnings (an item of :meth:`classify_files`).
+
+        Arguments
+        ---------
+        path : str
+            Audio of any format soundfile reads, any rate and length.
+        metadata : dict, optional
+            ``location``, ``device`` codes, ``age``, ``sex`` for BTS.
+
+        Raises
+        ------
+        RecordingError
+            When the file cannot be read (see :func:`read_audio`), or the
+            model's output for it is not finite.
+        """
+        (result,) = self.classify_files([path], metadata)
+        if "error" in result:
+            raise RecordingError(result["error"])
+        return result
+
+    @torch.no_grad()
+    def classify_batch(self, wavs, wav_lens=None, prompts=None):
+        """SpeechBrain's classifier interface (as ``EncoderClassifier`` and
+        the ``cnn14-esc50`` model): cycles already at the model's sample
+        rate and duration (see :meth:`load_cycle`).
+
+        Arguments
+        ---------
+        wavs : torch.Tensor
+            ``[batch, samples]``.
+        wav_lens : torch.Tensor, optional
+            Relative lengths ``[batch]`` (default: all 1).
+        prompts : list of str, optional
+            BTS prompts (default: the prompt of a recording without
+            metadata, see :data:`PROMPT_DEFAULTS`).
+
+        Returns
+        -------
+        out_prob : torch.Tensor
+            ``[batch, 4]`` class probabilities (softmax).
+        score : torch.Tensor
+            ``[batch]`` the highest probability.
+        index : torch.Tensor
+            ``[batch]`` its class index.
+        text_lab : list of str
+            Its class name (normal, crackle, wheeze, both).
+        """
+        wavs = wavs.to(self.device).float()
+        if wav_lens is None:
+            wav_lens = torch.ones(len(wavs), device=self.device)
+        if prompts is None:
+            prompts = [self.prompt_and_missing("", {})[0]] * len(wavs)
+        logits, _ = self._logits(wavs, wav_lens.to(self.device), prompts)
+        out_prob = torch.softmax(logits.float(), dim=-1)
+        score, index = out_prob.max(dim=-1)
+        return out_prob, score, index, [CLASS_NAMES[i] for i in index.tolist()]
+
     def classify_file(self, path, metadata=None):
-        """Classify one audio file.
+        """Classify one audio file, SpeechBrain's way.
 
         Arguments
         ---------
@@ -474,18 +669,18 @@ class RespiratoryClassifier(Pretrained):
 
         Returns
         -------
-        dict
-            As an item of :meth:`classify_files`.
+        tuple
+            ``(out_prob, score, index, text_lab)`` of :meth:`classify_batch`
+            for a batch of one.
 
         Raises
         ------
         RecordingError
             When the file cannot be read (see :func:`read_audio`).
         """
-        (result,) = self.classify_files([path], metadata)
-        if "error" in result:
-            raise RecordingError(result["error"])
-        return result
+        cycle, _ = self.prepare_cycle(path)
+        prompt = self.prompt_and_missing(path, metadata)[0]
+        return self.classify_batch(cycle, prompts=[prompt])
 
 
 _RESULT_ORDER = (
@@ -529,57 +724,49 @@ age left out of the prompt; give them (--location, --device_code, --age, \
     )
 
 
-def load_classifier(source, device=None, savedir=None):
+def load_classifier(
+    source, device=None, savedir=None, revision=None, trust_remote_code=False
+):
     """A :class:`RespiratoryClassifier` from a folder or a hub model ID.
 
     Arguments
     ---------
     source : str or Path
-        A model folder, a folder of runs, an exported ensemble folder, or
-        a Hugging Face model ID ``org/name`` (read from the Hugging Face
-        cache when ``HF_HUB_OFFLINE=1``).
+        A model folder, a run folder, a folder of runs, an exported
+        ensemble folder, or a Hugging Face model ID ``org/name`` or
+        ``org/name@revision`` (read from the Hugging Face cache when
+        ``HF_HUB_OFFLINE=1``).
     device : str, optional
         Defaults to CUDA when available, else CPU.
     savedir : str or Path, optional
-        Where a hub model's files are linked (default: used from the
-        cache in place).
+        Where SpeechBrain links a hub model's files (trusted loading).
+    revision : str, optional
+        A hub branch, tag or commit.
+    trust_remote_code : bool
+        Run the model's ``hyperparams.yaml`` as SpeechBrain does (see
+        :meth:`RespiratoryClassifier.from_hparams`).
 
     Raises
     ------
-    FileNotFoundError
+    NoModelError
         Naming ``source`` when it is neither, or a hub model that cannot
         be fetched.
-
-    Example
-    -------
-    >>> load_classifier("results/nowhere/model")
-    Traceback (most recent call last):
-    FileNotFoundError: model results/nowhere/model: no such folder, and not \
-a Hugging Face model ID (org/name); give a model folder, a folder of runs \
-or a model ID
     """
-    if Path(source).exists():
-        return RespiratoryClassifier.from_folder(source, device)
-    if not HUB_ID.fullmatch(str(source)):
-        raise FileNotFoundError(
-            f"model {source}: no such folder, and not a Hugging Face model "
-            "ID (org/name); give a model folder, a folder of runs or a "
-            "model ID"
-        )
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return RespiratoryClassifier.from_hparams(
-            source=str(source), savedir=savedir, run_opts={"device": device}
+    if not trust_remote_code:
+        return RespiratoryClassifier.from_folder(
+            model_files(source, revision), device
         )
-    except FileNotFoundError as error:
-        raise FileNotFoundError(
-            f"model {source}: no such folder, and no Hugging Face model of "
-            "that ID in the hub cache (HF_HUB_CACHE) nor, when online, on "
-            "the hub; give an existing folder, or fetch the model once "
-            f"online before using HF_HUB_OFFLINE=1 ({error})"
-        ) from error
-    except ValueError as error:
-        raise ValueError(f"model {source}: {error}") from error
+    match = HUB_ID.fullmatch(str(source))
+    if match and not Path(source).exists():
+        source, revision = match.group(1), revision or match.group(2)
+    return RespiratoryClassifier.from_hparams(
+        source=str(source),
+        savedir=savedir,
+        revision=revision,
+        run_opts={"device": device},
+        trust_remote_code=True,
+    )
 
 
 def parse_age(value):
@@ -673,7 +860,18 @@ def main(argv=None):
         help="model folder, folder of runs, or Hugging Face ID org/name",
     )
     parser.add_argument(
-        "--savedir", help="where a hub model's files are linked (optional)"
+        "--revision", help="hub branch, tag or commit (or --model org/name@rev)"
+    )
+    parser.add_argument(
+        "--trust_remote_code",
+        action="store_true",
+        help="run the model's hyperparams.yaml as SpeechBrain does; it can "
+        "execute any code, so only for a model you trust (default: rebuild "
+        "it from model.json / ensemble.json and safetensors weights)",
+    )
+    parser.add_argument(
+        "--savedir",
+        help="where a hub model's files are linked (--trust_remote_code)",
     )
     parser.add_argument(
         "--location", choices=list(LOCATIONS), help="chest location code"
@@ -714,8 +912,14 @@ def main(argv=None):
     # model loads and runs (transformers' load reports) goes to stderr
     with contextlib.redirect_stdout(sys.stderr):
         try:
-            classifier = load_classifier(args.model, args.device, args.savedir)
-        except (FileNotFoundError, ValueError) as error:
+            classifier = load_classifier(
+                args.model,
+                args.device,
+                args.savedir,
+                revision=args.revision,
+                trust_remote_code=args.trust_remote_code,
+            )
+        except (RecipeError, FileNotFoundError, ValueError) as error:
             parser.error(str(error))
         results = classifier.classify_files(
             args.files, metadata, batch_size=args.batch_size

@@ -97,6 +97,7 @@ def test_from_hparams_folder_equals_from_folder(
         source=str(student),
         savedir=tmp_path / "saved",
         run_opts={"device": "cpu"},
+        trust_remote_code=True,  # SpeechBrain's own loading
     )
     torch.testing.assert_close(
         probabilities(classifier, wavs), reference, atol=1e-6, rtol=0
@@ -117,6 +118,7 @@ def test_from_hparams_hub_id_from_offline_cache(
         fetch_config=FetchConfig(
             allow_network=False, huggingface_cache_dir=str(cache)
         ),
+        trust_remote_code=True,
     )
     torch.testing.assert_close(
         probabilities(classifier, wavs), reference, atol=1e-6, rtol=0
@@ -167,7 +169,9 @@ def test_weights_that_do_not_fit_the_yaml_are_refused(student, tmp_path):
     yaml_path.write_text(text)
     with pytest.raises(RuntimeError, match="does not fit the network built"):
         RespiratoryClassifier.from_hparams(
-            source=str(folder), run_opts={"device": "cpu"}
+            source=str(folder),
+            run_opts={"device": "cpu"},
+            trust_remote_code=True,
         )
 
 

@@ -236,7 +236,7 @@ def test_bad_files_reported_and_the_others_classified(
 def test_classify_file_raises_for_a_bad_file(model_folder, bad_files):
     classifier = RespiratoryClassifier.from_folder(model_folder, "cpu")
     with pytest.raises(RecordingError, match="noise.wav: unreadable"):
-        classifier.classify_file(bad_files["noise.wav"])
+        classifier.describe_file(bad_files["noise.wav"])
 
 
 def test_exit_status_of_the_module_as_a_program(model_folder, wav, bad_files):
@@ -258,7 +258,7 @@ def test_clips_shorter_than_a_breath_cycle_warned(
     path = tmp_path / "clip.wav"
     soundfile.write(path, np.full(int(seconds * 16000), 0.1), 16000)
     classifier = RespiratoryClassifier.from_folder(model_folder, "cpu")
-    result = classifier.classify_file(path)
+    result = classifier.describe_file(path)
     short = [w for w in result["warnings"] if "shorter than one breath" in w]
     assert bool(short) == warned
     if warned:
@@ -326,7 +326,7 @@ def bts(tmp_path_factory):
 def test_bts_names_missing_metadata(bts, tmp_path, name, metadata, missing):
     path = tmp_path / name
     soundfile.write(path, np.full(48000, 0.1), 48000)
-    result = bts.classify_file(path, metadata)
+    result = bts.describe_file(path, metadata)
     assert result["missing_metadata"] == missing
     notes = [w for w in result["warnings"] if w.startswith("BTS prompt")]
     if not missing:
@@ -346,5 +346,5 @@ def test_bts_names_missing_metadata(bts, tmp_path, name, metadata, missing):
 
 def test_non_bts_results_have_no_prompt(model_folder, wav):
     classifier = RespiratoryClassifier.from_folder(model_folder, "cpu")
-    result = classifier.classify_file(wav)
+    result = classifier.describe_file(wav)
     assert "prompt" not in result and "missing_metadata" not in result

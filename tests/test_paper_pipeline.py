@@ -164,6 +164,6 @@ def test_ensemble_classifier_reports_member_votes(paper_run, icbhi_sample):
     results, _ = paper_run
     classifier = RespiratoryClassifier.from_folder(results / "cnn6")
     wav = next((icbhi_sample / "ICBHI_final_database").glob("*.wav"))
-    result = classifier.classify_file(wav)
+    result = classifier.describe_file(wav)
     assert len(result["members"]) == 2
     assert sum(result["probabilities"].values()) == pytest.approx(1, abs=1e-5)

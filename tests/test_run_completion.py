@@ -15,6 +15,7 @@ from speechbrain_rsc.atomic import write_atomically
 from speechbrain_rsc.bank import BANK_FILENAME, LogitBank
 from speechbrain_rsc.brains import NoTrainingError
 from speechbrain_rsc.checkpointer import Checkpointer
+from speechbrain_rsc.export import read_weights, save_weights
 from speechbrain_rsc.provenance import ProvenanceMismatch
 from speechbrain_rsc.recipe import check_training_runs, run_is_complete
 from speechbrain_rsc.run_lock import LOCK_FILE, RunFolderBusy
@@ -115,10 +116,10 @@ def test_a_model_of_another_epoch_makes_the_run_incomplete(finished, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(finished, copy)
     weights = copy / "model" / "model.ckpt"
-    state = torch.load(weights, weights_only=True)
+    state = read_weights(weights)
     first = next(k for k, v in state.items() if v.is_floating_point())
     state[first] = state[first] + 0.033
-    torch.save(state, weights)
+    save_weights(state, weights)
     done, why = run_is_complete(copy)
     assert not done
     assert "computed with another model" in why
