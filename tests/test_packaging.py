@@ -5,6 +5,7 @@ and CITATION.cff are what setup.py and the paper say.
 
 import ast
 import re
+import subprocess
 import sys
 from importlib.metadata import packages_distributions, version
 from pathlib import Path
@@ -198,3 +199,30 @@ def test_citation_cites_the_paper():
     )
     authors = [a["family-names"] for a in paper["authors"]]
     assert authors == ["Toikkanen", "Kim"]
+
+
+def test_citation_has_the_papers_venue_year_and_arxiv_id():
+    paper = yaml.safe_load((REPO / "CITATION.cff").read_text())[
+        "preferred-citation"
+    ]
+    assert paper["type"] == "conference-paper"
+    assert paper["collection-title"] == "Interspeech 2025"
+    assert paper["year"] == 2025
+    assert "arXiv:2505.22027" in [i["value"] for i in paper["identifiers"]]
+
+
+def test_package_metadata_is_complete():
+    done = subprocess.run(
+        [sys.executable, "setup.py", "--url", "--author", "--classifiers"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    lines = done.stdout.splitlines()
+    assert lines[0] == "https://arxiv.org/abs/2505.22027"
+    assert lines[1] == "speechbrain-rsc contributors"
+    assert "License :: OSI Approved :: Apache Software License" in lines
+    source = (REPO / "setup.py").read_text()
+    assert 'python_requires=">=3.10"' in source
+    assert 'long_description_content_type="text/markdown"' in source
