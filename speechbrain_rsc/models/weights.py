@@ -138,6 +138,10 @@ PINS = {"sha256": (8, 64), "md5": (32, 32)}
 # Seconds a URL download waits for a connection or for each block.
 DOWNLOAD_TIMEOUT = 30.0
 DOWNLOAD_TIMEOUT_VARIABLE = "RSC_DOWNLOAD_TIMEOUT"
+# Seconds each hub request waits (huggingface_hub's variable and default).
+HUB_TIMEOUT = 10.0
+HUB_TIMEOUT_VARIABLE = "HF_HUB_ETAG_TIMEOUT"
+COMMIT = re.compile(r"[0-9a-f]{40}")
 # Fetched only when a snapshot holds no safetensors weights.
 HUB_PICKLES = ["*.bin", "*.bin.index.json", "*.pt", "*.pth", "*.ckpt"]
 # Formats of other frameworks (Keras, Flax, ONNX, rust-bert .ot, TFLite,
@@ -408,27 +412,153 @@ def _unavailable(backbone, source, reason, ways):
     )
 
 
-def _from_hub(source, repo_id, revision, backbone, cache_dir):
+_HUB_WAIT = {"seconds": HUB_TIMEOUT}
+
+
+def _bound_request(request):
+    """An httpx request hook: no wait of ``request`` without a limit."""
+    limits = dict(request.extensions.get("timeout") or {})
+    for name in ("connect", "read", "write", "pool"):
+        if limits.get(name) is None:
+            limits[name] = _HUB_WAIT["seconds"]
+    request.extensions["timeout"] = limits
+
+
+def _with_bounded_requests(client):
+    if not getattr(client, "rsc_bounded", False):
+        hooks = client.event_hooks
+        client.event_hooks = {
+            **hooks,
+            "request": [*hooks.get("request", []), _bound_request],
+        }
+        client.rsc_bounded = True
+    return client
+
+
+def _bound_hub_requests(timeout):
+    """Bound every wait of huggingface_hub's HTTP requests by ``timeout``.
+
+    huggingface_hub passes a timeout to file requests only; the others
+    (``repo_info``, the file listing of ``snapshot_download``) pass
+    ``timeout=None``, which waits forever on a proxy that holds
+    connections. A request hook on its shared client (and on those its
+    client factory makes from now on) fills in every missing limit.
+    """
+    from huggingface_hub import get_session, set_client_factory
+    from huggingface_hub.utils import _http
+
+    _HUB_WAIT["seconds"] = timeout
+    current = getattr(_http, "_GLOBAL_CLIENT_FACTORY", None)
+    if current is not None and not getattr(current, "rsc_bounded", False):
+
+        def bounded():
+            return _with_bounded_requests(current())
+
+        bounded.rsc_bounded = True
+        set_client_factory(bounded)
+    _with_bounded_requests(get_session())
+
+
+def hub_snapshot(repo_id, revision=None, cache_dir=None, complete=None, **kw):
+    """The snapshot folder of a hub repository, no network wait unbounded.
+
+    With ``HF_HUB_OFFLINE=1``, only the cache is read. A ``revision``
+    pinned to a commit hash whose snapshot is cached (and passes
+    ``complete``) never touches the network. Otherwise
+    ``snapshot_download`` asks the hub, every request bounded by
+    ``HF_HUB_ETAG_TIMEOUT`` (read when called, default
+    :data:`HUB_TIMEOUT` s) and huggingface_hub's own retries; a hub that
+    does not answer falls back to the cached snapshot, if any.
+
+    Arguments
+    ---------
+    repo_id : str
+    revision : str, optional
+        Branch, tag or commit hash.
+    cache_dir : str, optional
+        Default ``HF_HUB_CACHE`` as set when called.
+    complete : callable, optional
+        ``complete(folder)``: whether a cached snapshot is enough.
+    **kw
+        ``allow_patterns`` / ``ignore_patterns`` of ``snapshot_download``.
+
+    Raises
+    ------
+    FileNotFoundError
+        huggingface_hub's ``LocalEntryNotFoundError``: neither the hub
+        (offline, or no answer) nor the cache has it; or the hub's own
+        errors (no such repository or revision ...).
+
+    Example
+    -------
+    >>> import os, tempfile
+    >>> os.environ["HF_HUB_OFFLINE"] = "1"
+    >>> hub_snapshot("org/absent", cache_dir=tempfile.mkdtemp())
+    Traceback (most recent call last):
+    huggingface_hub.errors.LocalEntryNotFoundError: Cannot find ...
+    """
     from huggingface_hub import snapshot_download
 
-    cache_dir = cache_dir or os.environ.get("HF_HUB_CACHE") or None
-    offline = _offline()
-    kwargs = dict(
+    kw.update(
         repo_id=repo_id,
         revision=revision,
-        cache_dir=cache_dir,
-        local_files_only=offline,
+        cache_dir=cache_dir or os.environ.get("HF_HUB_CACHE") or None,
     )
+    offline = _offline()
+    if offline or (revision and COMMIT.fullmatch(revision)):
+        try:
+            folder = snapshot_download(**kw, local_files_only=True)
+        except FileNotFoundError:
+            if offline:
+                raise
+        else:
+            if offline or complete is None or complete(folder):
+                return folder
+    timeout = seconds_from_env(HUB_TIMEOUT_VARIABLE, HUB_TIMEOUT)
+    _bound_hub_requests(timeout)
+    return snapshot_download(
+        **kw,
+        etag_timeout=timeout,
+        endpoint=os.environ.get("HF_ENDPOINT") or None,
+    )
+
+
+def _has_weights(folder):
+    return find_weights_file(folder) is not None
+
+
+def _from_hub(source, repo_id, revision, backbone, cache_dir):
+    offline = _offline()
     try:
-        folder = snapshot_download(
-            **kwargs, ignore_patterns=HUB_PICKLES + HUB_IGNORED
+        folder = hub_snapshot(
+            repo_id,
+            revision,
+            cache_dir,
+            _has_weights,
+            ignore_patterns=HUB_PICKLES + HUB_IGNORED,
         )
-        if find_weights_file(folder) is None and not offline:
-            folder = snapshot_download(**kwargs, allow_patterns=HUB_PICKLES)
+        if not _has_weights(folder) and not offline:
+            folder = hub_snapshot(
+                repo_id,
+                revision,
+                cache_dir,
+                _has_weights,
+                allow_patterns=HUB_PICKLES,
+            )
     except Exception as error:
         rev = f" --revision {revision}" if revision else ""
-        where = cache_dir or "the default hub cache (HF_HUB_CACHE)"
-        offline_note = " (HF_HUB_OFFLINE=1: the cache only)" if offline else ""
+        where = (
+            cache_dir
+            or os.environ.get("HF_HUB_CACHE")
+            or "the default hub cache (HF_HUB_CACHE)"
+        )
+        offline_note = (
+            " (HF_HUB_OFFLINE=1: the cache only)"
+            if offline
+            else f" (each hub request waits at most {HUB_TIMEOUT_VARIABLE}"
+            f"={seconds_from_env(HUB_TIMEOUT_VARIABLE, HUB_TIMEOUT):g} s; "
+            "without network, set HF_HUB_OFFLINE=1)"
+        )
         ways = (
             f"get them on a machine with network access with `hf download "
             f"{repo_id}{rev}` (huggingface_hub's CLI; `huggingface-cli "
