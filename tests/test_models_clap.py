@@ -216,7 +216,7 @@ def test_state_dict_carries_the_tokenizer(tmp_path):
 def test_hf_folder_round_trip(tmp_path):
     model = BTS(clap_config=SMALL)
     model.save_pretrained(tmp_path / "clap")
-    loaded = BTS(pretrained_path=str(tmp_path / "clap"))
+    loaded = BTS(pretrained_path=str(tmp_path / "clap"), clap_config=SMALL)
     assert_same_tensors(loaded.clap.state_dict(), model.clap.state_dict())
     assert loaded.tokenizer.get_vocab() == model.tokenizer.get_vocab()
     loaded.head.load_state_dict(model.head.state_dict())
@@ -226,7 +226,7 @@ def test_hf_folder_round_trip(tmp_path):
             loaded.eval()(wavs, prompts=[PROMPT_B]),
             model.eval()(wavs, prompts=[PROMPT_B]),
         )
-    audio = AudioCLAP(pretrained_path=str(tmp_path / "clap"))
+    audio = AudioCLAP(pretrained_path=str(tmp_path / "clap"), clap_config=SMALL)
     audio_state = {
         k: v
         for k, v in model.clap.state_dict().items()
@@ -234,12 +234,19 @@ def test_hf_folder_round_trip(tmp_path):
     }
     assert_same_tensors(audio.clap.state_dict(), audio_state)
     audio.save_pretrained(tmp_path / "audio")
-    again = AudioCLAP(pretrained_path=str(tmp_path / "audio"))
+    again = AudioCLAP(
+        pretrained_path=str(tmp_path / "audio"), clap_config=SMALL_AUDIO
+    )
     assert_same_tensors(again.clap.state_dict(), audio_state)
     with pytest.raises(CheckpointError, match="BTS needs a full ClapModel"):
-        BTS(pretrained_path=str(tmp_path / "audio"))
-    with pytest.raises(ValueError, match="clap_config cannot be combined"):
-        BTS(pretrained_path=str(tmp_path / "clap"), clap_config=SMALL)
+        BTS(pretrained_path=str(tmp_path / "audio"), clap_config=SMALL)
+    # the declared architecture is the one built: other sizes are named
+    with pytest.raises(
+        CheckpointError,
+        match=r"another architecture than declared \(audio_config.hidden"
+        r"_size: 768 declared, 32 in the weights",
+    ):
+        BTS(pretrained_path=str(tmp_path / "clap"))
 
 
 def test_empty_or_five_token_tokenizer_refused(tmp_path):
@@ -247,11 +254,11 @@ def test_empty_or_five_token_tokenizer_refused(tmp_path):
     # empty 5-token RoBERTa tokenizer instead of raising.
     ClapModel(ClapConfig(**SMALL)).save_pretrained(tmp_path / "bare")
     with pytest.raises(TokenizerError, match="5 tokens.*padding id 0"):
-        BTS(pretrained_path=str(tmp_path / "bare"))
+        BTS(pretrained_path=str(tmp_path / "bare"), clap_config=SMALL)
     BTS(clap_config=SMALL).save_pretrained(tmp_path / "clap")
     RobertaTokenizer().save_pretrained(tmp_path / "clap")  # 5 tokens
     with pytest.raises(TokenizerError, match="5 tokens"):
-        BTS(pretrained_path=str(tmp_path / "clap"))
+        BTS(pretrained_path=str(tmp_path / "clap"), clap_config=SMALL)
     (tmp_path / "empty").mkdir()
     with pytest.raises(TokenizerError, match="no tokenizer could be loaded"):
         BTS(clap_config=SMALL, tokenizer_path=str(tmp_path / "empty"))

@@ -433,7 +433,7 @@ def test_ast_loads_a_transformers_folder(tmp_path, layout):
         source.config.save_pretrained(folder)
         state = legacy_hub_state(source.state_dict())
         save_file(state, str(folder / "model.safetensors"), {"format": "pt"})
-    model = AST(pretrained_path=folder, spec_augment=False)
+    model = AST(pretrained_path=folder, spec_augment=False, **SMALL_AST)
     assert model.encoder.config.max_length == 798
     assert model.encoder.config.hidden_size == SMALL_AST["hidden_size"]
     assert_ast_weights_arrived(model, source)
@@ -532,7 +532,7 @@ def test_ast_wrong_files_are_named(tmp_path):
     with pytest.raises(
         CheckpointError, match="bert does not fit ASTModel: missing"
     ):
-        AST(pretrained_path=bert)
+        AST(pretrained_path=bert, **SMALL_AST)
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError, match="empty: no config.json"):
         AST(pretrained_path=tmp_path / "empty")

@@ -26,6 +26,7 @@ from transformers import (
 
 from speechbrain_rsc.models import (
     build_backbone,
+    clap,
     declare_backbone,
     load_pretrained,
 )
@@ -143,7 +144,7 @@ def timm_writer(arch):
 CASES = {
     "audio_clap": (
         write_clap,
-        {},
+        {"clap_config": TINY_CLAP},  # the architecture is what is declared
         (
             "clap.audio_projection.linear1.weight",
             "audio_projection.linear1.weight",
@@ -151,7 +152,7 @@ CASES = {
     ),
     "bts": (
         write_clap,
-        {},
+        {"clap_config": TINY_CLAP},
         (
             "clap.text_model.embeddings.word_embeddings.weight",
             "text_model.embeddings.word_embeddings.weight",
@@ -159,7 +160,7 @@ CASES = {
     ),
     "ast": (
         write_ast,
-        {"duration": 1.0, "spec_augment": False},
+        {"duration": 1.0, "spec_augment": False, **TINY_AST},
         (
             "encoder.layers.0.attention.q_proj.weight",
             "layers.0.attention.q_proj.weight",
@@ -348,7 +349,10 @@ def test_hub_id_absent_from_the_cache_names_both_ways_out(hub):
         build_backbone("ast", use_pretrained=True)
 
 
-def test_random_weights_build_offline_without_a_source(hub, caplog):
+def test_random_weights_build_offline_without_a_source(
+    hub, caplog, monkeypatch
+):
+    monkeypatch.setattr(clap, "_warned_stand_in", False)  # once a process
     with caplog.at_level(logging.WARNING):
         model = build_backbone(
             "bts", {"clap_config": TINY_CLAP}, pretrained_path="x/absent"

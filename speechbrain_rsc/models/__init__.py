@@ -108,7 +108,10 @@ def build_backbone(
             )
         path, record = resolve_weights(source, backbone=name)
     model = cls(pretrained_path=path, **options)
-    model.backbone_config = {"name": name, "options": options}
+    # The resolved sizes join the options: an exported model is rebuilt
+    # with exactly this architecture, whatever the class defaults become.
+    resolved = {**options, **getattr(model, "architecture", {})}
+    model.backbone_config = {"name": name, "options": resolved}
     model.weights_source = record
     return model
 

@@ -40,6 +40,7 @@ from transformers.utils import logging as hf_logging
 
 from speechbrain_rsc.models.checkpoints import (
     CheckpointError,
+    check_architecture,
     load_matching,
     load_state_dict_file,
 )
@@ -186,6 +187,30 @@ def convert_original_ast(state, source="checkpoint"):
     return out
 
 
+# The ASTConfig options that decide the network's tensors.
+ARCHITECTURE = (
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "patch_size",
+    "frequency_stride",
+    "time_stride",
+    "num_mel_bins",
+)
+
+
+def ast_architecture(config):
+    """The sizes of an ``ASTConfig`` (:data:`ARCHITECTURE`).
+
+    Example
+    -------
+    >>> ast_architecture(ASTConfig())["hidden_size"]
+    768
+    """
+    return {key: getattr(config, key) for key in ARCHITECTURE}
+
+
 def read_folder_config(path):
     """The ``ASTConfig`` of a transformers folder, refusing other models.
 
@@ -265,9 +290,16 @@ class AST(FbankBackbone):
         The data's sample rate, checked against 16000.
     **config
         ``ASTConfig`` options (``hidden_size``, ``num_hidden_layers``,
-        ``num_attention_heads``, ``intermediate_size`` ...); with a
-        transformers folder they override its ``config.json`` (dropout
-        rates, say; a size that differs fails to load).
+        ``num_attention_heads``, ``intermediate_size`` ...). They declare
+        the architecture (``ASTConfig``'s defaults where they say nothing):
+        a transformers folder of other sizes is refused, naming them
+        (:func:`~speechbrain_rsc.models.checkpoints.check_architecture`);
+        its other settings (dropout rates, say) are taken unless given.
+
+    Attributes
+    ----------
+    architecture : dict
+        The options that pin this network's sizes (recorded on export).
     """
 
     def __init__(
@@ -286,9 +318,16 @@ class AST(FbankBackbone):
         frames = n_frames(duration, self.sample_rate)
         folder = pretrained_path is not None and Path(pretrained_path).is_dir()
         if folder:
-            own = read_folder_config(pretrained_path).to_dict()
-            config = {**own, **config}
+            own = read_folder_config(pretrained_path)
+            check_architecture(
+                pretrained_path,
+                ast_architecture(ASTConfig(**config)),
+                ast_architecture(own),
+                "backbone_options",
+            )
+            config = {**own.to_dict(), **config}
         config = ASTConfig(**{**config, "max_length": frames})
+        self.architecture = ast_architecture(config)
         self.front_end = FbankFrontEnd(
             self.sample_rate,
             config.num_mel_bins,

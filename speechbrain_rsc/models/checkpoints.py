@@ -21,6 +21,7 @@ Example
 ['bias']
 """
 
+import json
 import logging
 from pathlib import Path
 
@@ -263,3 +264,71 @@ def load_matching(
     if fresh:
         logger.info("%s: kept fresh %s", source, ", ".join(fresh))
     return fresh
+
+
+def architecture_differences(declared, found, prefix=""):
+    """``(key, declared, found)`` for every size that differs between two
+    (nested) architecture dicts.
+
+    Example
+    -------
+    >>> architecture_differences(
+    ...     {"hidden_size": 768, "audio_config": {"depths": [2, 2]}},
+    ...     {"hidden_size": 64, "audio_config": {"depths": [1, 1]}},
+    ... )
+    [('hidden_size', 768, 64), ('audio_config.depths', [2, 2], [1, 1])]
+    """
+    differences = []
+    for key, value in found.items():
+        mine = declared.get(key)
+        if isinstance(value, dict) and isinstance(mine, dict):
+            differences += architecture_differences(
+                mine, value, f"{prefix}{key}."
+            )
+        elif mine != value:
+            differences.append((f"{prefix}{key}", mine, value))
+    return differences
+
+
+def check_architecture(source, declared, found, option):
+    """Refuse weights of another architecture than the declared one.
+
+    The architecture is what the options declare (the class defaults
+    where they say nothing): the same network is then built by a recipe
+    YAML, by ``build_backbone`` and when an exported model is reloaded.
+
+    Arguments
+    ---------
+    source : str or Path
+        The weights, named in the error.
+    declared, found : dict
+        The declared architecture and the checkpoint's.
+    option : str
+        Where the sizes are declared (e.g. ``backbone_options``).
+
+    Raises
+    ------
+    CheckpointError
+        Naming each differing size and the options that fit the weights.
+
+    Example
+    -------
+    >>> check_architecture("org/small", {"hidden_size": 768},
+    ...                    {"hidden_size": 64}, "backbone_options")
+    Traceback (most recent call last):
+    ...
+    speechbrain_rsc.models.checkpoints.CheckpointError: org/small is \
+another architecture than declared (hidden_size: 768 declared, 64 in the \
+weights): declare the weights' sizes, backbone_options: {"hidden_size": 64}
+    """
+    differences = architecture_differences(declared, found)
+    if not differences:
+        return
+    sizes = ", ".join(
+        f"{key}: {mine} declared, {value} in the weights"
+        for key, mine, value in differences
+    )
+    raise CheckpointError(
+        f"{source} is another architecture than declared ({sizes}): "
+        f"declare the weights' sizes, {option}: {json.dumps(found)}"
+    )

@@ -58,6 +58,7 @@ import torch
 from speechbrain_rsc.atomic import with_umask_mode
 from speechbrain_rsc.models.checkpoints import (
     CheckpointError,
+    check_architecture,
     load_matching,
     load_state_dict_file,
 )
@@ -390,6 +391,60 @@ class ClapSource:
     path: str = None  # where the weights came from, for messages
 
 
+# The ClapConfig options that decide the network's tensors.
+AUDIO_ARCHITECTURE = (
+    "hidden_size",
+    "depths",
+    "num_attention_heads",
+    "patch_embeds_hidden_size",
+    "window_size",
+    "spec_size",
+    "num_mel_bins",
+    "patch_size",
+    "patch_stride",
+    "projection_dim",
+    "enable_fusion",
+)
+TEXT_ARCHITECTURE = (
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "max_position_embeddings",
+    "type_vocab_size",
+    "projection_dim",
+)
+
+
+def clap_architecture(config):
+    """The sizes of a ``ClapConfig`` (or of its ``ClapAudioConfig``), as
+    ``clap_config`` options.
+
+    Example
+    -------
+    >>> from transformers import ClapConfig
+    >>> clap_architecture(ClapConfig())["audio_config"]["depths"]
+    [2, 2, 6, 2]
+    """
+
+    def sizes(part, keys):
+        # as JSON gives them back: config.json reads (4, 4) as [4, 4]
+        return {
+            key: list(value) if isinstance(value, tuple) else value
+            for key, value in ((k, getattr(part, k)) for k in keys)
+        }
+
+    audio = getattr(config, "audio_config", config)
+    found = {
+        "audio_config": sizes(audio, AUDIO_ARCHITECTURE),
+        "projection_dim": config.projection_dim,
+    }
+    if hasattr(config, "text_config"):
+        found["text_config"] = sizes(config.text_config, TEXT_ARCHITECTURE)
+    return found
+
+
 def read_clap_source(
     pretrained_path, clap_config=None, allow_unsafe_pickle=False
 ):
@@ -409,14 +464,17 @@ def read_clap_source(
         return ClapSource(ClapConfig(**(clap_config or {})))
     path = Path(pretrained_path)
     if path.is_dir():
-        if clap_config:
-            raise ValueError(
-                f"clap_config cannot be combined with {path}: a "
-                "pretrained folder brings its own config.json"
-            )
-        return ClapSource(
-            _read_hf_config(path), _read_hf_weights(path), str(path), str(path)
+        config = _read_hf_config(path)
+        declared = ClapConfig(**(clap_config or {}))
+        if not isinstance(config, ClapConfig):  # an Audio-CLAP folder
+            declared = declared.audio_config
+        check_architecture(
+            path,
+            clap_architecture(declared),
+            clap_architecture(config),
+            "backbone_options.clap_config",
         )
+        return ClapSource(config, _read_hf_weights(path), str(path), str(path))
     if path.is_file():
         laion = load_laion_checkpoint(path, allow_unsafe_pickle)
         state = convert_laion_clap_state_dict(laion)
@@ -550,6 +608,7 @@ class AudioCLAP(_ClapBackbone):
             )
         super().__init__(n_classes, config.projection_dim, padding)
         self.clap = ClapAudioModelWithProjection(config)
+        self.architecture = {"clap_config": clap_architecture(config)}
         if state is not None:
             dropped = [k for k in state if k.startswith(_TEXT_PREFIXES)]
             logger.info(
@@ -639,6 +698,7 @@ class BTS(_ClapBackbone):
             )
         super().__init__(n_classes, 2 * config.projection_dim, padding)
         self.clap = ClapModel(config)
+        self.architecture = {"clap_config": clap_architecture(config)}
         for scale in (self.clap.logit_scale_a, self.clap.logit_scale_t):
             scale.requires_grad_(False)
         tokenizer, tokenizer_source = prompt_tokenizer_of(
