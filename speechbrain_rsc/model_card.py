@@ -36,6 +36,9 @@ TEMPLATE = Template(
     """\
 ---
 library_name: speechbrain
+license: apache-2.0
+datasets:
+- $dataset_id
 pipeline_tag: audio-classification
 tags:
 - audio-classification
@@ -64,15 +67,17 @@ recording conditions.
 ```python
 from speechbrain_rsc.inference import RespiratoryClassifier
 
-classifier = RespiratoryClassifier.from_hparams(
-    source="$source", savedir="pretrained_models/rsc"
-)
-print(classifier.classify_files(["cycle.wav"]))
+classifier = RespiratoryClassifier.from_hparams(source="$source")
+out_prob, score, index, text_lab = classifier.classify_file("cycle.wav")
 ```
 
-or, from a shell: `rsc-classify cycle.wav --model $source`
-(`pip install speechbrain-rsc` first: `hyperparams.yaml` builds the
-network with `speechbrain_rsc.models.build_backbone`).
+or, from a shell: `rsc-classify cycle.wav --model $source`. Install
+speechbrain-rsc first: it is not on PyPI, so install it from a checkout of
+its source (`pip install .` in that folder; its README names the tested
+torch set). Loading runs no code from this folder: the network is rebuilt
+from `model.json` (`ensemble.json`) and the safetensors weights
+`*.ckpt`; `hyperparams.yaml` is for SpeechBrain's own loading
+(`trust_remote_code=True`).
 
 Input: one respiratory cycle, mono audio of any sample rate and format
 that soundfile reads (WAV, FLAC, ...), resampled to $sample_rate Hz and
@@ -161,10 +166,18 @@ DATA_TEXT = (
     "ICBHI 2017 Respiratory Sound Database: 920 recordings of 126 "
     "patients, 6898 respiratory cycles labelled normal, crackle, wheeze or "
     "both. Official split: train 539 recordings (4142 cycles), test 381 "
-    "recordings (2756 cycles). The devices differ between the splits: the "
-    "test recordings are AKGC417L (285), Litt3200 (55) and Meditron (41), "
-    "while all LittC2SE recordings and only 5 Litt3200 ones are in train."
+    "recordings (2756 cycles). In the official split the devices differ "
+    "between the splits: its test recordings are AKGC417L (285), Litt3200 "
+    "(55) and Meditron (41), while all LittC2SE recordings and only 5 "
+    "Litt3200 ones are in train."
 )
+SYNTHETIC_TEXT = (
+    "**Not ICBHI data**: the built-in synthetic ICBHI-format dataset of "
+    "speechbrain-rsc (generated signals in the official file layout, no "
+    "patient recordings; `data_folder: synthetic`). It exercises the "
+    "recipe; the scores below say nothing about respiratory sounds."
+)
+DATASET_IDS = {"synthetic": "speechbrain-rsc-synthetic-icbhi"}
 
 
 OFFICIAL_CYCLES = {"train": 4142, "test": 2756}
@@ -180,14 +193,18 @@ def _data_text(info):
     >>> "train 40, test 20" in text, "not the full official" in text
     (True, True)
     """
-    cycles = ((info.get("provenance") or {}).get("data") or {}).get("cycles")
+    data = (info.get("provenance") or {}).get("data") or {}
+    cycles = data.get("cycles")
+    base = SYNTHETIC_TEXT if data.get("dataset") == "synthetic" else DATA_TEXT
     if not cycles:
-        return DATA_TEXT
+        return base
     counts = {split: c.get("count") for split, c in cycles.items()}
     listed = ", ".join(f"{split} {n}" for split, n in counts.items())
-    text = f"{DATA_TEXT}\n\nCycles prepared for this run: {listed}."
+    text = f"{base}\n\nCycles prepared for this run: {listed}."
     train = (counts.get("train") or 0) + (counts.get("valid") or 0)
-    if (train, counts.get("test")) != tuple(OFFICIAL_CYCLES.values()):
+    if base is DATA_TEXT and (train, counts.get("test")) != tuple(
+        OFFICIAL_CYCLES.values()
+    ):
         text += (
             " **This is not the full official split** (train 4142, test 2756 "
             "cycles): the scores are not comparable to published ICBHI "
@@ -227,6 +244,35 @@ def _teachers(info):
         f"Distilled with soft labels, mode `{mode}`: targets were {text}. "
         f"Teachers: k = {len(seeds)} {backbone} models, seeds "
         f"{_seeds(seeds)}. The hard labels were not used by the student."
+    )
+
+
+def _weights_text(info):
+    """Where training started from (the bank's ``weights`` record).
+
+    Example
+    -------
+    >>> _weights_text({"weights": None})
+    'Started from random weights.'
+    >>> _weights_text({"weights": {"source": "org/x", "revision": "abc",
+    ...                            "sha256": "0123456789abcdef"}})
+    'Started from the pretrained weights org/x (revision abc, sha256 \
+0123456789ab...).'
+    """
+    if "weights" not in info:
+        return "The weights training started from are not recorded."
+    record = info["weights"]
+    if record is None:
+        return "Started from random weights."
+    details = [
+        f"revision {record['revision']}" if record.get("revision") else "",
+        f"sha256 {record['sha256'][:12]}..." if record.get("sha256") else "",
+    ]
+    details = ", ".join(d for d in details if d)
+    return (
+        f"Started from the pretrained weights {record.get('source')}"
+        + (f" ({details})" if details else "")
+        + "."
     )
 
 
@@ -359,9 +405,12 @@ def model_card(info, per_device=None, source="<folder or org/name>"):
             if info.get(key) is not None
         ]
         if isinstance(info.get("parameters"), int):
-            facts.append(f"{info['parameters'] / 1e6:.1f}M parameters")
+            facts.append(f"{info['parameters']:,} parameters")
         facts = ", ".join(facts)
-        training = f"{_teachers(info)}\n\nRun: {facts or 'not recorded'}."
+        training = (
+            f"{_teachers(info)}\n\nRun: {facts or 'not recorded'}.\n\n"
+            f"{_weights_text(info)}"
+        )
         if info.get("converged") is False:
             training += " **Training did not converge.**"
     protocol = info.get("protocol")
@@ -382,7 +431,11 @@ def model_card(info, per_device=None, source="<folder or org/name>"):
     )
     results = _scores_table(info.get("metrics"))
     results += _per_device_table(per_device)
+    dataset = ((data_info.get("provenance") or {}).get("data") or {}).get(
+        "dataset"
+    )
     return TEMPLATE.substitute(
+        dataset_id=DATASET_IDS.get(dataset, "icbhi-2017"),
         title=title,
         summary=summary,
         source=source,

@@ -21,7 +21,8 @@ from speechbrain.utils.distributed import run_on_main
 from speechbrain_rsc.bank import BANK_FILENAME, LogitBank
 from speechbrain_rsc.brains import NoTrainingError
 from speechbrain_rsc.breakdown import bank_breakdown
-from speechbrain_rsc.dataio import dataio_prep, resolve_data_folder
+from speechbrain_rsc.dataio import SYNTHETIC, dataio_prep, resolve_data_folder
+from speechbrain_rsc.ensemble import evaluate_banks
 from speechbrain_rsc.errors import SelectionError
 from speechbrain_rsc.export import WEIGHTS_FILE, save_trained
 from speechbrain_rsc.hashing import sha256_file
@@ -181,7 +182,13 @@ def prepare_data(
     return PreparedData(
         datasets=dataio_prep(manifests, sample_rate),
         manifests=manifests,
-        identity=data_identity(manifests, outputs["summary"]),
+        identity={
+            **data_identity(manifests, outputs["summary"]),
+            # what the model card calls the data (never "ICBHI" for ours)
+            "dataset": "synthetic"
+            if str(data_folder) == SYNTHETIC
+            else "ICBHI",
+        },
         summary=summary,
     )
 
@@ -362,7 +369,9 @@ def fit(brain, epoch_counter, data, protocol, train_loader_kwargs):
     )
 
 
-def evaluate_and_export(brain, data, output_folder, info, provenance):
+def evaluate_and_export(
+    brain, data, output_folder, info, provenance, bootstrap=0, bootstrap_seed=0
+):
     """Evaluate the selected checkpoint on test, then write the run's
     trained model and, last, its logit bank into ``output_folder``.
 
@@ -386,6 +395,10 @@ def evaluate_and_export(brain, data, output_folder, info, provenance):
         protocol, ...).
     provenance : dict
         What the run was made from, stored with the bank.
+    bootstrap, bootstrap_seed : int
+        Patient resamples (and their seed) of the 95 % intervals, ECE and
+        Brier recorded for the test and valid splits and shown on the
+        model card (0: none).
 
     Returns
     -------
@@ -414,6 +427,12 @@ def evaluate_and_export(brain, data, output_folder, info, provenance):
             "the selected model gives non-finite logits: recorded as not "
             "converged, its Scores are NaN"
         )
+    if bootstrap and finite:
+        for split in ("test", "valid"):
+            if bank.ids.get(split):
+                bank.info["metrics"][split] = evaluate_banks(
+                    [bank], split, bootstrap, bootstrap_seed
+                )
     if sb.utils.distributed.if_main_process():
         bank_path = Path(output_folder) / BANK_FILENAME
         bank_path.unlink(missing_ok=True)
@@ -422,7 +441,11 @@ def evaluate_and_export(brain, data, output_folder, info, provenance):
             model,
             model_folder,
             bank.info,
-            per_device=bank_breakdown([bank])["device"],
+            per_device=bank_breakdown(
+                [bank],
+                bootstrap=bootstrap if finite else 0,
+                seed=bootstrap_seed,
+            )["device"],
         )
         bank.info["model_sha256"] = sha256_file(model_folder / WEIGHTS_FILE)
         bank.save(bank_path)

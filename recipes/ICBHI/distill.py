@@ -174,5 +174,11 @@ if __name__ == "__main__":
             logger.warning("training diverged: %s", error)
             info["converged"] = False
         evaluate_and_export(
-            brain, data, hparams["output_folder"], info, provenance
+            brain,
+            data,
+            hparams["output_folder"],
+            info,
+            provenance,
+            bootstrap=hparams["bootstrap"],
+            bootstrap_seed=hparams["bootstrap_seed"],
         )

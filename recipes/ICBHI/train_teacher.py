@@ -115,4 +115,6 @@ if __name__ == "__main__":
                 "pad": hparams["pad"],
             },
             provenance=provenance,
+            bootstrap=hparams["bootstrap"],
+            bootstrap_seed=hparams["bootstrap_seed"],
         )
