@@ -332,8 +332,12 @@ def test_ensemble_script_refuses_a_bad_k_without_traceback(tmp_path, capsys, k):
     assert "k must be a positive integer" in capsys.readouterr().err
 
 
-def test_ensemble_script_refuses_repeated_seeds_without_traceback(tmp_path):
+def test_ensemble_script_refuses_repeated_seeds_without_traceback(
+    tmp_path, capsys
+):
     save_twelve(tmp_path)
     main = runpy.run_path(str(RECIPE / "ensemble.py"))["main"]
-    with pytest.raises(SystemExit, match=r"duplicate seeds \[4\] in"):
+    with pytest.raises(SystemExit) as exit_info:
         main([str(tmp_path), "--seeds", "4", "2", "4"])
+    assert exit_info.value.code == 2
+    assert "duplicate seeds [4] in" in capsys.readouterr().err

@@ -10,6 +10,7 @@ crashed deep inside torch or libsndfile.
 import csv
 import json
 import os
+import re
 import runpy
 import shutil
 from pathlib import Path
@@ -50,6 +51,14 @@ def ensemble_main():
     return runpy.run_path(str(RECIPE / "ensemble.py"))["main"]
 
 
+def refused(capsys, argv):
+    """ensemble.py's refusal of ``argv``: exit status 2, its message."""
+    with pytest.raises(SystemExit) as exit_info:
+        ensemble_main()(argv)
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err
+
+
 def save_bank(path, seed, logits=None, labels=LABELS):
     if logits is None:
         logits = torch.eye(4)[[0, 1, 3]] * seed
@@ -83,7 +92,7 @@ def save_raw_bank(path, logits, labels, info=None):
 # ---------------------------------------------- item 4: one seed twice
 
 
-def test_a_copied_run_folder_is_refused_naming_both_banks(tmp_path):
+def test_a_copied_run_folder_is_refused_naming_both_banks(tmp_path, capsys):
     one = save_bank(tmp_path / "1" / "bank.safetensors", 1)
     save_bank(tmp_path / "2" / "bank.safetensors", 2)
     shutil.copytree(tmp_path / "1", tmp_path / "1_copy")
@@ -97,8 +106,10 @@ def test_a_copied_run_folder_is_refused_naming_both_banks(tmp_path):
         sweep(banks, "train")
     with pytest.raises(BankMismatchError, match=message):
         select_teachers(tmp_path, "mean", 2, backbone="cnn6")
-    with pytest.raises(SystemExit, match=message):
-        ensemble_main()([str(tmp_path), "--k", "2", "--split", "train"])
+    assert re.search(
+        message,
+        refused(capsys, [str(tmp_path), "--k", "2", "--split", "train"]),
+    )
     shutil.rmtree(tmp_path / "1_copy")
     chosen = select_teachers(tmp_path, "mean", 2, backbone="cnn6")
     assert [b.info["seed"] for b in chosen] == [1, 2]
@@ -108,7 +119,9 @@ def test_a_copied_run_folder_is_refused_naming_both_banks(tmp_path):
 
 
 @pytest.mark.parametrize("width", [3, 5])
-def test_a_bank_without_four_logits_per_cycle_is_refused(tmp_path, width):
+def test_a_bank_without_four_logits_per_cycle_is_refused(
+    tmp_path, width, capsys
+):
     save_bank(tmp_path / "1" / "bank.safetensors", 1)
     bad = save_raw_bank(
         tmp_path / "2" / "bank.safetensors", torch.zeros(3, width), LABELS
@@ -118,14 +131,16 @@ def test_a_bank_without_four_logits_per_cycle_is_refused(tmp_path, width):
         find_banks(tmp_path)
     with pytest.raises(BankMismatchError, match=expected):
         LogitBank.open(bad)
-    with pytest.raises(SystemExit, match=expected):
-        ensemble_main()([str(tmp_path), "--k", "1", "--split", "train"])
+    assert re.search(
+        expected,
+        refused(capsys, [str(tmp_path), "--k", "1", "--split", "train"]),
+    )
     # in memory too: a [n, 3] bank is never scored
     with pytest.raises(BankMismatchError, match=r"logits are \[3, 3\]"):
         LogitBank({"t": IDS}, {"t": torch.zeros(3, 3)}, {"t": LABELS})
 
 
-def test_a_bank_label_that_is_not_a_class_is_named_by_row(tmp_path):
+def test_a_bank_label_that_is_not_a_class_is_named_by_row(tmp_path, capsys):
     save_bank(tmp_path / "1" / "bank.safetensors", 1)
     bad = save_raw_bank(
         tmp_path / "2" / "bank.safetensors",
@@ -138,8 +153,10 @@ def test_a_bank_label_that_is_not_a_class_is_named_by_row(tmp_path):
         select_banks(banks, k=2)
     with pytest.raises(CorruptBankError, match=expected):
         evaluate_banks(banks, "train")
-    with pytest.raises(SystemExit, match=expected):
-        ensemble_main()([str(tmp_path), "--k", "2", "--split", "train"])
+    assert re.search(
+        expected,
+        refused(capsys, [str(tmp_path), "--k", "2", "--split", "train"]),
+    )
     assert select_banks(banks, k=1)[0].info["seed"] == 1
     with pytest.raises(BankMismatchError, match="label 7 at row 0"):
         LogitBank({"t": IDS}, {"t": torch.zeros(3, 4)}, {"t": LABELS + 7})
@@ -148,7 +165,9 @@ def test_a_bank_label_that_is_not_a_class_is_named_by_row(tmp_path):
         confusion_matrix([0, 0], [0, 99])
 
 
-def test_bank_metadata_nested_too_deep_is_a_named_corrupt_bank(tmp_path):
+def test_bank_metadata_nested_too_deep_is_a_named_corrupt_bank(
+    tmp_path, capsys
+):
     save_bank(tmp_path / "1" / "bank.safetensors", 1)
     path = tmp_path / "2" / "bank.safetensors"
     path.parent.mkdir()
@@ -160,20 +179,23 @@ def test_bank_metadata_nested_too_deep_is_a_named_corrupt_bank(tmp_path):
     save_file({"x": torch.zeros(1)}, str(path), {"bank": header})
     with pytest.raises(CorruptBankError, match=rf"{path}: header nested too"):
         find_banks(tmp_path)
-    with pytest.raises(SystemExit, match="header nested too deeply"):
+    with pytest.raises(SystemExit) as exit_info:
         ensemble_main()([str(tmp_path), "--k", "1", "--split", "train"])
+    assert exit_info.value.code == 2
+    assert "header nested too deeply" in capsys.readouterr().err
 
 
-def test_ensemble_script_refuses_non_finite_banks_in_one_line(tmp_path):
+def test_ensemble_script_refuses_non_finite_banks_in_one_line(tmp_path, capsys):
     save_bank(tmp_path / "1" / "bank.safetensors", 1)
     logits = torch.zeros(3, 4)
     logits[1, 2] = float("nan")
     bad = save_bank(tmp_path / "2" / "bank.safetensors", 2, logits)
     with pytest.raises(SystemExit) as exit_info:
         ensemble_main()([str(tmp_path), "--k", "2", "--split", "train"])
-    message = str(exit_info.value.code)
+    assert exit_info.value.code == 2
+    message = capsys.readouterr().err
     assert message.startswith(f"ensemble.py: {bad}: 1 of 3 'train' rows hold")
-    assert "\n" not in message
+    assert message.count("\n") == 1  # one line
 
 
 # -------------------------------------------- items 6 and 9: manifests
@@ -228,7 +250,9 @@ def test_a_missing_cycle_wav_is_named_with_its_row(tmp_path):
         dataio_prep({"test": manifest}, RATE)
 
 
-def test_ensemble_audio_with_a_missing_wav_exits_naming_the_row(tmp_path):
+def test_ensemble_audio_with_a_missing_wav_exits_naming_the_row(
+    tmp_path, capsys
+):
     runs = tmp_path / "runs"
     manifest = write_manifest(tmp_path, [RATE] * 4)
     for seed in (1, 2):
@@ -244,12 +268,13 @@ def test_ensemble_audio_with_a_missing_wav_exits_naming_the_row(tmp_path):
         )
         bank.save(runs / str(seed) / "bank.safetensors")
     (tmp_path / "c_3.wav").unlink()
-    with pytest.raises(
-        SystemExit, match=rf"ensemble.py: {manifest}, line 5 \(cycle c_3\)"
-    ):
+    with pytest.raises(SystemExit) as exit_info:
         ensemble_main()(
             [str(runs), "--k", "2", "--audio", str(manifest), "--device", "cpu"]
         )
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"ensemble.py: {manifest}, line 5 (cycle c_3)" in err
 
 
 @pytest.fixture

@@ -47,6 +47,7 @@ from speechbrain_rsc.ensemble import (
     sweep,
     write_csv,
 )
+from speechbrain_rsc.errors import EXIT_STATUS, RecipeError
 
 CALIBRATION = ("ece", "brier")
 
@@ -138,10 +139,11 @@ def main(argv=None):
         sys.exit("--audio scores one ensemble: choose it with --k or --seeds")
     try:
         rows, breakdown = _score(args)
-    except (ValueError, FileNotFoundError) as error:
+    except (RecipeError, ValueError, FileNotFoundError) as error:
         # Refused banks, selection or manifest: the message names what to
-        # change.
-        sys.exit(f"ensemble.py: {error}")
+        # change, alone, with the exit status of the other scripts' refusals.
+        print(f"ensemble.py: {error}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_STATUS)
     print("| k | seeds | Sp | Se | Score | ECE | Brier |")
     print("|---|---|---|---|---|---|---|")
     for row in rows:
