@@ -20,7 +20,7 @@ from speechbrain.dataio.dataset import DynamicItemDataset
 from speechbrain.utils.distributed import run_on_main
 
 from speechbrain_rsc.atomic import with_umask_mode
-from speechbrain_rsc.data.manifests import ManifestError, check_unchanged
+from speechbrain_rsc.data.cache import ManifestError, check_unchanged
 from speechbrain_rsc.data.schema import CLASS_NAMES, N_CLASSES
 from speechbrain_rsc.errors import RecipeError
 
@@ -118,7 +118,7 @@ def dataio_prep(manifests, sample_rate):
     ------
     ManifestError
         For a manifest edited since its preparation wrote it
-        (:func:`~speechbrain_rsc.data.manifests.check_unchanged`), or a
+        (:func:`~speechbrain_rsc.data.cache.check_unchanged`), or a
         row whose label is not a class or whose WAV is missing, unreadable
         or at another rate than ``sample_rate`` (:func:`check_rows`).
     """

@@ -29,8 +29,8 @@ from speechbrain_rsc.bank import (
     find_banks,
     select_banks,
 )
-from speechbrain_rsc.data import fingerprints
-from speechbrain_rsc.data.manifests import ManifestError
+from speechbrain_rsc.data import cache
+from speechbrain_rsc.data.cache import ManifestError
 from speechbrain_rsc.data.prepare import prepare_icbhi
 from speechbrain_rsc.data.synthetic import make_synthetic_icbhi
 from speechbrain_rsc.dataio import dataio_prep
@@ -323,13 +323,13 @@ def cycles_of(outputs):
 
 def count_hashing(monkeypatch):
     hashed = []
-    real = fingerprints.DigestCache._hash
+    real = cache.DigestCache._hash
 
     def counting(self, path):
         hashed.append(Path(path).name)
         return real(self, path)
 
-    monkeypatch.setattr(fingerprints.DigestCache, "_hash", counting)
+    monkeypatch.setattr(cache.DigestCache, "_hash", counting)
     return hashed
 
 
@@ -337,11 +337,11 @@ def test_a_recording_changed_in_the_middle_is_never_served_stale(
     prepared, tmp_path, monkeypatch
 ):
     data, save, outputs = prepared
-    monkeypatch.setattr(fingerprints, "RACY_SECONDS", 0.0)
+    monkeypatch.setattr(cache, "RACY_SECONDS", 0.0)
     hashed = count_hashing(monkeypatch)
     # the fixture's files were written just now: hashed, then remembered
     assert prepare_icbhi(data, save, **FAST) == outputs
-    assert (save / fingerprints.DIGESTS_FILE).is_file()
+    assert (save / cache.DIGESTS_FILE).is_file()
     hashed.clear()
     assert prepare_icbhi(data, save, **FAST) == outputs
     assert hashed == []
@@ -373,7 +373,7 @@ def test_an_unreadable_digest_file_only_costs_a_full_hashing(
     prepared, monkeypatch
 ):
     data, save, outputs = prepared
-    (save / fingerprints.DIGESTS_FILE).write_text("{not json")
+    (save / cache.DIGESTS_FILE).write_text("{not json")
     hashed = count_hashing(monkeypatch)
     assert prepare_icbhi(data, save, **FAST) == outputs
     assert len(hashed) == 2 * len(list(Path(data).rglob("*.wav")))

@@ -14,9 +14,12 @@ import torch
 import torchaudio
 from speechbrain.dataio.dataset import DynamicItemDataset
 
-from speechbrain_rsc.data.cutting import CACHE_DONE_FILE
+from speechbrain_rsc.data.cache import (
+    CACHE_DONE_FILE,
+    MANIFEST_COLUMNS,
+    MANIFESTS_PREFIX,
+)
 from speechbrain_rsc.data.icbhi import ICBHIFormatError
-from speechbrain_rsc.data.manifests import MANIFEST_COLUMNS, MANIFESTS_PREFIX
 from speechbrain_rsc.data.prepare import prepare_icbhi
 
 REPO = Path(__file__).resolve().parents[1]
@@ -663,20 +666,20 @@ def test_cli(tmp_path, capsys):
 
 
 def test_process_pool_gives_the_same_cycles(tmp_path, monkeypatch):
-    from speechbrain_rsc.data import cutting
+    from speechbrain_rsc.data import cycles
 
     root = many_patients(tmp_path / "icbhi")
     serial = prepare_icbhi(root, tmp_path / "serial", valid_fraction=0, **FAST)
     pools = []
 
-    class Spy(cutting.ProcessPoolExecutor):
+    class Spy(cycles.ProcessPoolExecutor):
         def __init__(self, *args, **kwargs):
             pools.append(args)
             super().__init__(*args, **kwargs)
 
-    monkeypatch.setattr(cutting, "ProcessPoolExecutor", Spy)
-    monkeypatch.setattr(cutting, "POOL_MIN_RECORDINGS", 2)
-    monkeypatch.setattr(cutting.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(cycles, "ProcessPoolExecutor", Spy)
+    monkeypatch.setattr(cycles, "POOL_MIN_RECORDINGS", 2)
+    monkeypatch.setattr(cycles.os, "cpu_count", lambda: 2)
     pooled = prepare_icbhi(root, tmp_path / "pool", valid_fraction=0, **FAST)
     assert pools == [(2,)]
     for split in ("train", "test"):

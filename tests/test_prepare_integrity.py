@@ -25,9 +25,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from speechbrain_rsc.data import cutting, cycles, manifests, prepare, publishing
-from speechbrain_rsc.data.fingerprints import prepare_key
-from speechbrain_rsc.data.manifests import MANIFESTS_PREFIX, SPLITS
+from speechbrain_rsc.data import cache, cycles, prepare
+from speechbrain_rsc.data.cache import MANIFESTS_PREFIX, SPLITS, prepare_key
 from speechbrain_rsc.data.prepare import prepare_icbhi
 from speechbrain_rsc.data.synthetic import make_synthetic_icbhi
 from speechbrain_rsc.dataio import resolve_data_folder
@@ -67,7 +66,7 @@ def assert_same_cycles(outputs, reference):
 def count_writes(monkeypatch, counter=None):
     """Count the cycles written (in a list, or a shared ``Value``)."""
     calls = []
-    real = cutting.write_cycle
+    real = cycles.write_cycle
 
     def counting(*args, **kwargs):
         if counter is None:
@@ -77,7 +76,7 @@ def count_writes(monkeypatch, counter=None):
                 counter.value += 1
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(cutting, "write_cycle", counting)
+    monkeypatch.setattr(cycles, "write_cycle", counting)
     return calls
 
 
@@ -168,7 +167,7 @@ def test_without_a_lock_the_first_published_run_is_kept(
 ):
     data = make_synthetic_icbhi(tmp_path / "icbhi", recordings=3, seed=1)
     save = tmp_path / "out"
-    monkeypatch.setattr(publishing, "fcntl", None)
+    monkeypatch.setattr(cache, "fcntl", None)
     real = prepare.publish
     other = {}
 
@@ -317,7 +316,7 @@ def test_save_folder_that_cannot_be_written_is_named(tmp_path, monkeypatch):
     def refuse(path, *args):
         raise PermissionError(errno.EACCES, "Permission denied", str(path))
 
-    monkeypatch.setattr(cutting, "write_cycle", refuse)
+    monkeypatch.setattr(cycles, "write_cycle", refuse)
     with pytest.raises(PermissionError, match="is not writable") as error:
         prepare_icbhi(data, out, **FAST)
     assert str(out) in str(error.value)
@@ -365,8 +364,8 @@ def test_full_disk_while_cutting(tmp_path, monkeypatch):
         prepare_icbhi(data, out, **FAST)
     assert_disk_full(error, out / "cycles_")
     assert not published(out) and not leftovers(out)
-    (cache,) = out.glob("cycles_*")
-    (first,) = cache.glob("*.wav")  # the one cycle written before
+    (cycle_cache,) = out.glob("cycles_*")
+    (first,) = cycle_cache.glob("*.wav")  # the one cycle written before
     monkeypatch.undo()
     writes = count_writes(monkeypatch)
     outputs = prepare_icbhi(data, out, **FAST)  # space freed: finished
@@ -377,7 +376,7 @@ def test_full_disk_while_cutting(tmp_path, monkeypatch):
 def test_full_disk_while_writing_manifests(tmp_path, monkeypatch):
     data = make_synthetic_icbhi(tmp_path / "icbhi", recordings=3, seed=1)
     out = tmp_path / "out"
-    real = manifests.write_manifest
+    real = cache.write_manifest
 
     def fill_up(path, rows):
         if path.name != "train.csv":
@@ -385,7 +384,7 @@ def test_full_disk_while_writing_manifests(tmp_path, monkeypatch):
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(path, rows)
 
-    monkeypatch.setattr(manifests, "write_manifest", fill_up)
+    monkeypatch.setattr(cache, "write_manifest", fill_up)
     with pytest.raises(OSError) as error:
         prepare_icbhi(data, out, **FAST)
     assert_disk_full(error, out)
@@ -399,13 +398,13 @@ KILLED_PARENT = textwrap.dedent(
     """
     import os, sys, time
     from pathlib import Path
-    from speechbrain_rsc.data import cutting, prepare
+    from speechbrain_rsc.data import cycles, prepare
 
     data, save, marks = sys.argv[1:4]
-    cutting.POOL_MIN_RECORDINGS = 1
-    cutting.MAX_WORKERS = 2
+    cycles.POOL_MIN_RECORDINGS = 1
+    cycles.MAX_WORKERS = 2
     os.cpu_count = lambda: 2
-    init, cut = cutting._init_worker, cutting.cut_recording
+    init, cut = cycles._init_worker, cycles.cut_recording
 
     def init_and_mark(parent):
         init(parent)
@@ -415,7 +414,7 @@ KILLED_PARENT = textwrap.dedent(
         time.sleep(300)
         return cut(job, **kwargs)
 
-    cutting._init_worker, cutting.cut_recording = init_and_mark, slow
+    cycles._init_worker, cycles.cut_recording = init_and_mark, slow
     prepare.prepare_icbhi(data, save, sample_rate=4000, duration=1.0)
     """
 )

@@ -112,7 +112,7 @@ def test_debug_variable_shows_the_traceback_of_a_refusal(monkeypatch):
         "provenance.ProvenanceMismatch",
         "run_lock.RunFolderBusy",
         "models.weights.WeightsUnavailableError",
-        "data.manifests.ManifestError",
+        "data.cache.ManifestError",
         "data.icbhi.ICBHIFormatError",
         "errors.WriteError",
     ],

@@ -16,6 +16,12 @@ make the dataset untrustworthy as a whole raise :class:`ICBHIFormatError`;
 problems of one annotation line come back as :class:`Skip` records, which
 ``prepare_icbhi`` counts, logs and writes to ``summary.json``.
 
+:func:`read_tables` reads the split, demographics and diagnosis files of a
+layout; :func:`plan_recordings` pairs each recording on disk with its line
+of the split file (a listed stem absent on disk is matched to a stem that
+differs only in the device part, see :func:`match_renamed`) and lists what
+is left out.
+
 Example
 -------
 >>> path = getfixture("tmp_path") / "101_1b1_Al_sc_Meditron.txt"
@@ -621,3 +627,130 @@ def match_renamed(listed, on_disk):
     }
     missing = [stem for stem in absent if stem not in matches]
     return dict(sorted(matches.items())), missing
+
+
+@dataclass(frozen=True)
+class Job:
+    """One recording to cut: its parsed stem, split and files.
+
+    Example
+    -------
+    >>> job = Job(parse_stem("101_1b1_Al_sc_Meditron"), "train", None, None)
+    >>> job.stem.patient, job.split
+    (101, 'train')
+    """
+
+    stem: object  # schema.Stem
+    split: str
+    wav: Path
+    txt: Path
+
+
+@dataclass(frozen=True)
+class Tables:
+    """The split, demographics and diagnosis files of an ICBHI copy, read.
+
+    ``split`` maps a stem to ``"train"`` / ``"test"``, ``patients`` a
+    patient to its :class:`~speechbrain_rsc.data.icbhi.Patient`,
+    ``diagnoses`` a patient to its diagnosis.
+    """
+
+    split: dict
+    patients: dict
+    diagnoses: dict
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The recordings to cut, and those left out before cutting.
+
+    ``jobs`` are sorted by stem; ``skips`` lists the recordings left out,
+    with the reason; ``renamed`` a ``{"split_file_stem", "disk_stem"}``
+    record of every device-renamed match; ``missing`` the stems listed in
+    the split file and absent from disk.
+    """
+
+    jobs: list
+    skips: list
+    renamed: list
+    missing: list
+
+
+def read_tables(layout):
+    """Read the split, demographics and diagnosis files of ``layout``.
+
+    Raises
+    ------
+    ICBHIFormatError
+        On a missing file or a malformed line.
+    """
+    return Tables(
+        read_split(layout.split_file),
+        read_demographics(layout.demographics_file),
+        read_diagnoses(layout.diagnosis_file),
+    )
+
+
+def plan_recordings(split, files, layout):
+    """Pair each on-disk recording with its split; list what is left out.
+
+    Arguments
+    ---------
+    split : dict
+        Stem -> ``"train"`` / ``"test"`` (:func:`read_split`).
+    files : dict
+        Stem -> RecordingFiles (:func:`discover_recordings`).
+    layout : Layout
+        For messages.
+
+    Returns
+    -------
+    Plan
+    """
+    matches, missing = match_renamed(split, files)
+    listed_as = {stem: stem for stem in split if stem in files}
+    listed_as.update({disk: listed for listed, disk in matches.items()})
+    for listed, disk in matches.items():
+        logger.warning(
+            "%s lists %s, absent on disk; using %s (differs only in the "
+            "device)",
+            layout.split_file,
+            listed,
+            disk,
+        )
+    if missing:
+        logger.warning(
+            "%s lists %d recordings absent from %s (e.g. %s); they are left "
+            "out (all listed in summary.json)",
+            layout.split_file,
+            len(missing),
+            layout.audio_folder,
+            missing[0],
+        )
+    jobs, skips = [], []
+    for stem, found in files.items():
+        where = str(found.wav or found.txt)
+        try:
+            parsed = parse_stem(stem)
+        except ValueError as error:
+            skips.append(Skip("bad file name", where, None, str(error)))
+            continue
+        if stem not in listed_as:
+            skips.append(
+                Skip("not in split file", where, None, str(layout.split_file))
+            )
+        elif found.wav is None:
+            skips.append(Skip("missing wav", where))
+        elif found.txt is None:
+            skips.append(Skip("missing annotation file", where))
+        else:
+            jobs.append(
+                Job(parsed, split[listed_as[stem]], found.wav, found.txt)
+            )
+    for skip in skips:
+        logger.warning("Skipped recording %s", skip)
+    renamed = [
+        {"split_file_stem": listed, "disk_stem": disk}
+        for listed, disk in matches.items()
+    ]
+    return Plan(jobs, skips, renamed, missing)

@@ -26,7 +26,7 @@ writes, in ``save_folder``:
 - ``.prepare.lock``: the lock file of concurrent preparations (kept);
 - ``.recording_digests.json``: the SHA-256 of every recording hashed, so
   that an unchanged database is not read again
-  (:class:`~speechbrain_rsc.data.fingerprints.DigestCache`).
+  (:class:`~speechbrain_rsc.data.cache.DigestCache`).
 
 No path or modification time enters a key, so a moved or copied data
 folder is the same data, and other audio under the same names is other
@@ -34,26 +34,28 @@ data. Several data folders or option sets can therefore share one
 ``save_folder``: each gets its own ``manifests_<key>``, and callers must
 use the paths ``prepare_icbhi`` returns.
 
-Each step of :func:`prepare_icbhi` lives in one module:
+:func:`prepare_icbhi` reads top-down through three modules:
 
-1. find the layout and the recordings: :mod:`speechbrain_rsc.data.icbhi`;
-2. fingerprint them, derive the options and the keys:
-   :mod:`speechbrain_rsc.data.fingerprints`;
-3. check whether it is done already:
-   :func:`speechbrain_rsc.data.manifests.not_done_because`;
-4. plan the recordings, choose the validation patients:
-   :mod:`speechbrain_rsc.data.planning`;
-5. cut the cycles into the cache: :mod:`speechbrain_rsc.data.cutting`;
-6. assemble the manifests and the summary:
-   :mod:`speechbrain_rsc.data.manifests`;
-7. publish them: :mod:`speechbrain_rsc.data.publishing`.
+1. the ICBHI format: find the layout and the recordings, read the split,
+   demographics and diagnosis files, pair each recording with its split
+   (:mod:`speechbrain_rsc.data.icbhi`);
+2. the cache: fingerprint the inputs, derive the options and the keys,
+   check whether the preparation is done already
+   (:mod:`speechbrain_rsc.data.cache`);
+3. choose the validation patients (:func:`choose_valid_patients`);
+4. the cycles: cut what the cycle cache lacks
+   (:mod:`speechbrain_rsc.data.cycles`);
+5. assemble the manifest rows (:func:`assemble_manifests`, prompts from
+   :mod:`speechbrain_rsc.data.prompts`) and the summary
+   (:func:`make_summary`);
+6. publish them into the cache (:func:`speechbrain_rsc.data.cache.publish`).
 
 Reuse and concurrency
 ---------------------
 A call whose ``manifests_<key>`` exists returns at once if every cycle its
 manifests list exists in the current cache folder and each manifest still
 has the SHA-256 its ``summary.json`` records; an edited manifest is
-refused (:class:`~speechbrain_rsc.data.manifests.ManifestError`), naming
+refused (:class:`~speechbrain_rsc.data.cache.ManifestError`), naming
 it, until its folder is deleted. If not (the save folder
 was moved or copied, so the manifests point to the old place, or cycles
 were deleted), the reason is logged and the manifests are written again,
@@ -66,13 +68,13 @@ where ``fcntl`` exists, so two runs never cut the same cycles twice; the
 later run waits, then finds the work done. A ``manifests_<key>`` folder is
 published by one atomic rename, so a reader never sees half of one; if
 another process published the same key first (possible only without the
-lock), its folder is kept (:mod:`speechbrain_rsc.data.publishing`).
+lock), its folder is kept (:mod:`speechbrain_rsc.data.cache`).
 Cycles are written to temporary files and renamed, and the cache counts as
 complete only once ``cache_options.json`` is written after its last cycle.
 Temporary files left by a killed run are removed by the next run that
 holds the lock. The pool workers that cut the cycles die with the
 preparing process on Linux, even if it is killed with SIGKILL
-(:mod:`speechbrain_rsc.data.cutting`).
+(:mod:`speechbrain_rsc.data.cycles`).
 
 What is an error and what is a skip
 -----------------------------------
@@ -124,61 +126,47 @@ Example
 """
 
 import logging
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
-from speechbrain_rsc.data.cutting import (
+import numpy as np
+
+from speechbrain_rsc.data.cache import (
     CACHE_PREFIX,
-    OVERRUNS,
-    cut_all,
-    mark_cache_complete,
-)
-from speechbrain_rsc.data.cycles import PADS
-from speechbrain_rsc.data.fingerprints import (
     DIGESTS_FILE,
+    LEFTOVERS,
+    MANIFESTS_PREFIX,
+    SPLITS,
+    SUMMARY_FILE,
     DigestCache,
+    cache_is_complete,
     cache_key,
     cache_options,
+    check_unchanged,
+    lock,
+    manifest_paths,
+    mark_cache_complete,
+    not_done_because,
     preparation_options,
     prepare_key,
+    publish,
+    remove_leftovers,
+    write_manifests,
+    writing,
 )
+from speechbrain_rsc.data.cycles import OVERRUNS, PADS, cut_all
 from speechbrain_rsc.data.icbhi import (
     ICBHIFormatError,
     discover_recordings,
     find_layout,
-)
-from speechbrain_rsc.data.manifests import (
-    MANIFESTS_PREFIX,
-    SPLITS,
-    SUMMARY_FILE,
-    LeftOut,
-    assemble_manifests,
-    check_unchanged,
-    make_summary,
-    manifest_paths,
-    not_done_because,
-    write_manifests,
-)
-from speechbrain_rsc.data.planning import (
-    choose_valid_patients,
     plan_recordings,
     read_tables,
 )
 from speechbrain_rsc.data.prompts import PromptWriter
-from speechbrain_rsc.data.publishing import (
-    lock,
-    publish,
-    remove_leftovers,
-    writing,
-)
+from speechbrain_rsc.data.schema import CLASS_NAMES, age_group
 
 logger = logging.getLogger(__name__)
-
-# What a killed run may leave in a save folder (see publishing, write_cycle).
-LEFTOVERS = (
-    f".{MANIFESTS_PREFIX}*.tmp",
-    f"{CACHE_PREFIX}*/*.tmp",
-    f".{DIGESTS_FILE}.*.tmp",
-)
 
 
 def prepare_icbhi(
@@ -376,8 +364,265 @@ def _cut(jobs, cache, target, options):
         cache.mkdir(exist_ok=True)
         _note_others(target.parent, cache, target)
         return cut_all(
-            jobs, cache, sample_rate, length, options["pad"], options["overrun"]
+            jobs,
+            cache,
+            sample_rate,
+            length,
+            options["pad"],
+            options["overrun"],
+            parallel=not cache_is_complete(cache),
         )
+
+
+def choose_valid_patients(jobs, fraction, seed):
+    """Draw the train patients that form the validation split.
+
+    ``round(fraction * n)`` of the ``n`` train patients (at least one when
+    ``fraction > 0``, and never all of them) are drawn with ``seed``,
+    preferably among patients with no test recording. The same inputs
+    always give the same patients.
+
+    Returns
+    -------
+    set of int
+
+    Example
+    -------
+    >>> from speechbrain_rsc.data.icbhi import Job
+    >>> from speechbrain_rsc.data.schema import parse_stem
+    >>> jobs = [
+    ...     Job(parse_stem(f"{p}_1b1_Al_sc_Meditron"), "train", None, None)
+    ...     for p in range(101, 111)
+    ... ]
+    >>> len(choose_valid_patients(jobs, 0.2, seed=1))
+    2
+    >>> choose_valid_patients(jobs, 0.0, seed=1)
+    set()
+    """
+    train = sorted({j.stem.patient for j in jobs if j.split == "train"})
+    test = {j.stem.patient for j in jobs if j.split == "test"}
+    if fraction == 0:
+        return set()
+    count = min(max(1, round(fraction * len(train))), len(train) - 1)
+    if count <= 0:
+        logger.warning(
+            "valid_fraction %s: only %d train patient(s), the validation "
+            "split is empty",
+            fraction,
+            len(train),
+        )
+        return set()
+    pool = [p for p in train if p not in test]
+    if len(pool) < count:
+        pool = train
+    rng = np.random.default_rng(seed)
+    return {int(p) for p in rng.choice(pool, size=count, replace=False)}
+
+
+@dataclass(frozen=True)
+class LeftOut:
+    """Everything the manifests leave out, as ``summary.json`` lists it.
+
+    ``renamed`` and ``missing`` are those of the
+    :class:`~speechbrain_rsc.data.icbhi.Plan`; ``skips`` are the
+    plan's, then those of each recording cut; ``clamped`` lists the cycles
+    whose end was clamped to the audio.
+    """
+
+    renamed: list
+    missing: list
+    skips: list
+    clamped: list
+
+    @classmethod
+    def gather(cls, plan, results):
+        """Collect the left-out items of a plan and of its cut results."""
+        skips = list(plan.skips)
+        clamped = []
+        for result in results:
+            skips.extend(result.skips)
+            clamped.extend(result.clamped)
+        return cls(plan.renamed, plan.missing, skips, clamped)
+
+
+def assemble_manifests(
+    jobs, results, tables, valid_patients, write_prompt=None
+):
+    """The manifest rows of every split, in the order of ``jobs``.
+
+    Arguments
+    ---------
+    jobs : list of Job
+        The recordings cut.
+    results : list of CutResult
+        Their cycles, in the same order.
+    tables : Tables
+        The demographics and diagnoses.
+    valid_patients : set of int
+        The train patients moved to ``valid``.
+    write_prompt : PromptWriter, optional
+        Writes the BTS prompts (default: each recording's own location).
+
+    Returns
+    -------
+    dict
+        Split -> list of rows (dicts with ``MANIFEST_COLUMNS``).
+    """
+    write_prompt = write_prompt or PromptWriter()
+    by_split = {name: [] for name in SPLITS}
+    for job, result in zip(jobs, results):
+        split, fields = recording_fields(
+            job, tables, valid_patients, write_prompt
+        )
+        by_split[split].extend({**fields, **row} for row in result.rows)
+    return by_split
+
+
+def recording_fields(job, tables, valid_patients, write_prompt):
+    """The split of one recording and the manifest fields it gives a cycle.
+
+    Returns
+    -------
+    split : str
+        ``"train"``, ``"valid"`` or ``"test"``.
+    fields : dict
+        Patient, recording, stem and demographic fields, and the prompt.
+    """
+    stem = job.stem
+    patient = tables.patients.get(stem.patient)
+    age = None if patient is None else patient.age
+    sex = "" if patient is None else patient.sex
+    group = age_group(age)
+    split = job.split
+    if split == "train" and stem.patient in valid_patients:
+        split = "valid"
+    return split, {
+        "patient": stem.patient,
+        "recording": stem.name,
+        "location": stem.location,
+        "mode": stem.mode,
+        "device": stem.device,
+        "age": "" if age is None else f"{age:g}",
+        "age_group": group,
+        "sex": sex,
+        "diagnosis": tables.diagnoses.get(stem.patient, ""),
+        "prompt": write_prompt(stem, group, sex),
+    }
+
+
+def make_summary(
+    options, layout, cache, by_split, left_out, valid_patients, tables
+):
+    """Counts, options and every left-out item, for ``summary.json``.
+
+    Arguments
+    ---------
+    options : dict
+        The preparation's options
+        (:func:`~speechbrain_rsc.data.cache.preparation_options`).
+    layout : Layout
+        The ICBHI copy read.
+    cache : Path
+        The cycle cache folder.
+    by_split : dict
+        Split -> manifest rows.
+    left_out : LeftOut
+        What the manifests leave out.
+    valid_patients : set of int
+        The train patients moved to ``valid``.
+    tables : Tables
+        The demographics and diagnoses.
+
+    Returns
+    -------
+    dict
+    """
+    used = sorted({r["patient"] for rows in by_split.values() for r in rows})
+    no_demo = [p for p in used if p not in tables.patients]
+    no_diag = [p for p in used if p not in tables.diagnoses]
+    for what, ids in (("demographics", no_demo), ("diagnosis", no_diag)):
+        if ids:
+            logger.warning(
+                "%d patient(s) have no %s line (e.g. %d); their fields are "
+                "left empty",
+                len(ids),
+                what,
+                ids[0],
+            )
+    per_split = {}
+    all_rows = [row for rows in by_split.values() for row in rows]
+    for split, rows in (*by_split.items(), ("total", all_rows)):
+        recordings = {r["recording"]: r["source_sample_rate"] for r in rows}
+        classes = Counter(int(r["label"]) for r in rows)
+        per_split[split] = {
+            "recordings": len(recordings),
+            "patients": len({r["patient"] for r in rows}),
+            "cycles": len(rows),
+            "classes": {
+                name: classes.get(i, 0) for i, name in enumerate(CLASS_NAMES)
+            },
+            "source_sample_rates": {
+                str(rate): n
+                for rate, n in sorted(Counter(recordings.values()).items())
+            },
+        }
+    skips = left_out.skips
+    return {
+        "key": prepare_key(options),
+        "options": options,
+        "sources": {
+            "audio_folder": str(layout.audio_folder),
+            "split_file": str(layout.split_file),
+            "demographics_file": str(layout.demographics_file),
+            "diagnosis_file": str(layout.diagnosis_file),
+        },
+        "cache_folder": str(cache),
+        "splits": per_split,
+        "valid_patients": sorted(valid_patients),
+        "renamed": left_out.renamed,
+        "missing_from_disk": {
+            "count": len(left_out.missing),
+            "stems": left_out.missing,
+        },
+        "skips": {
+            "count": len(skips),
+            "by_reason": dict(sorted(Counter(s.reason for s in skips).items())),
+            "items": [s.as_dict() for s in skips],
+        },
+        "clamped": left_out.clamped,
+        "patients_without_demographics": no_demo,
+        "patients_without_diagnosis": no_diag,
+        "official_split": official_split_check(per_split),
+    }
+
+
+# Cycles of the official ICBHI 2017 split (the challenge paper and FACTS).
+OFFICIAL_CYCLES = {"train": 4142, "test": 2756}
+
+
+def official_split_check(per_split):
+    """Whether the cycles prepared are those of the official split: train
+    (with the validation split carved out of it) 4142, test 2756.
+
+    Example
+    -------
+    >>> counts = {"train": {"cycles": 3500}, "valid": {"cycles": 642},
+    ...           "test": {"cycles": 2756}}
+    >>> official_split_check(counts)["matches"]
+    True
+    >>> official_split_check({"train": {"cycles": 6}, "valid": {"cycles": 0},
+    ...                       "test": {"cycles": 91}})["found"]
+    {'train': 6, 'test': 91}
+    """
+    found = {
+        "train": per_split["train"]["cycles"] + per_split["valid"]["cycles"],
+        "test": per_split["test"]["cycles"],
+    }
+    return {
+        "expected": dict(OFFICIAL_CYCLES),
+        "found": found,
+        "matches": found == OFFICIAL_CYCLES,
+    }
 
 
 def _check_options(sample_rate, duration, pad, valid_fraction, save_folder):
