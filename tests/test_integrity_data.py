@@ -307,6 +307,19 @@ def test_hand_edited_manifest_labels_are_refused(prepared):
     assert len(dataio_prep({"train": path}, FAST["sample_rate"])["train"])
 
 
+def test_a_summary_without_the_manifest_checksums_is_refused(prepared):
+    data, save, outputs = prepared
+    summary = Path(outputs["summary"])
+    text = summary.read_text()
+    edited = json.loads(text)
+    del edited[cache.DIGESTS]
+    summary.write_text(json.dumps(edited))
+    with pytest.raises(ManifestError, match=r"does not record the SHA-256"):
+        prepare_icbhi(data, save, **FAST)
+    summary.write_text(text)
+    assert prepare_icbhi(data, save, **FAST) == outputs
+
+
 # ------------------------------------------- item 5: changed recordings
 
 

@@ -654,9 +654,8 @@ def check_unchanged(csv_path):
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise ManifestError(
             f"{summary_path} does not record the SHA-256 of {path.name} "
-            f"({error!r}), so it cannot be checked (unreadable, or prepared "
-            f"by an older version): delete {path.parent} and prepare again "
-            "(icbhi_prepare.py)"
+            f"({error!r}), so it cannot be checked (unreadable or edited): "
+            f"delete {path.parent} and prepare again (icbhi_prepare.py)"
         ) from None
     found = _sha256(path)
     if found != recorded:
@@ -705,8 +704,6 @@ def not_done_because(target, cache, options):
         stored = (summary.get("key"), summary.get("options"))
         if stored != (prepare_key(options), json.loads(json.dumps(options))):
             return f"{target / SUMMARY_FILE} is of other options"
-        if DIGESTS not in summary:
-            return f"{target / SUMMARY_FILE} records no manifest checksums"
         if not cache_is_complete(cache):
             return f"the cycle cache {cache} is incomplete"
         for split in SPLITS:

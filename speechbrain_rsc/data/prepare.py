@@ -655,7 +655,7 @@ def _check_save_folder(save_folder):
 
 
 def _note_others(save_folder, cache, target):
-    """Log the other preparations and old manifests in ``save_folder``."""
+    """Log the other preparations and cycle caches in ``save_folder``."""
     others = sorted(
         p.name
         for pattern in (f"{CACHE_PREFIX}*", f"{MANIFESTS_PREFIX}*")
@@ -668,13 +668,4 @@ def _note_others(save_folder, cache, target):
             "options (%s); delete those no longer needed",
             save_folder,
             ", ".join(others),
-        )
-    old = [s for s in SPLITS if (save_folder / f"{s}.csv").exists()]
-    if old:
-        logger.warning(
-            "%s holds %s from an older version of prepare_icbhi; they are "
-            "not updated any more (the manifests are now in %s): delete them",
-            save_folder,
-            ", ".join(f"{s}.csv" for s in old),
-            target.name,
         )
