@@ -20,8 +20,8 @@ from speechbrain.utils.distributed import run_on_main
 
 from speechbrain_rsc.bank import BANK_FILENAME, LogitBank
 from speechbrain_rsc.brains import NoTrainingError
-from speechbrain_rsc.breakdown import bank_breakdown
 from speechbrain_rsc.dataio import SYNTHETIC, dataio_prep, resolve_data_folder
+from speechbrain_rsc.breakdown import bank_breakdown
 from speechbrain_rsc.ensemble import evaluate_banks
 from speechbrain_rsc.errors import SelectionError
 from speechbrain_rsc.export import WEIGHTS_FILE, save_trained
@@ -198,7 +198,8 @@ def refuse_other_run(output_folder, hparams_file, overrides, **known):
     refuse ``output_folder`` if the run recorded there differs in what is
     known already: the options that define the run and, for a student,
     ``teachers`` (:func:`~speechbrain_rsc.provenance.teacher_identity`).
-    :func:`start_run` checks everything again once the data is prepared.
+    :func:`claim_run_folder` checks everything again once the data is
+    prepared.
 
     Raises
     ------
@@ -212,35 +213,50 @@ def refuse_other_run(output_folder, hparams_file, overrides, **known):
     check_run(output_folder, current, keys=tuple(current))
 
 
-def start_run(hparams_file, overrides, output_folder, provenance):
-    """Lock the run folder, refuse it if it was made from other inputs or
-    with other options, then create it.
+def claim_run_folder(hparams_file, overrides, output_folder, provenance):
+    """Lock the run folder and refuse it if it was made from other inputs
+    or with other options; nothing is written but the lock.
 
-    The checks come first, so a refused run leaves the folder as it was.
+    The script then creates the experiment folder itself
+    (``sb.create_experiment_directory``, which archives the calling
+    script, as SpeechBrain recipes do) and calls :func:`record_run_start`.
 
     Arguments
     ---------
     hparams_file : str
-        The recipe YAML (copied into the folder).
+        The recipe YAML.
     overrides : str
-        The command-line overrides (saved with it).
+        The command-line overrides.
     output_folder : str
     provenance : dict
         What this run is made from (see :mod:`speechbrain_rsc.provenance`);
         its ``run`` entry (what defines the run) is added here from the
         YAML and the overrides.
+
+    Returns
+    -------
+    bool
+        Whether the folder holds this run already (a resume).
     """
     if sb.utils.distributed.if_main_process():
         lock_run_folder(output_folder)
     provenance["run"] = run_identity(
         read_plain_hparams(hparams_file, overrides)
     )
-    resumed = check_run(output_folder, provenance)
-    sb.create_experiment_directory(
-        experiment_directory=output_folder,
-        hyperparams_to_save=hparams_file,
-        overrides=overrides,
-    )
+    return check_run(output_folder, provenance)
+
+
+def record_run_start(output_folder, provenance, resumed):
+    """Write the run's ``provenance.json`` and log what it starts from.
+
+    Arguments
+    ---------
+    output_folder : str
+    provenance : dict
+        As checked by :func:`claim_run_folder`.
+    resumed : bool
+        What :func:`claim_run_folder` returned.
+    """
     if sb.utils.distributed.if_main_process():
         record_run(output_folder, provenance)
     data = provenance["data"]

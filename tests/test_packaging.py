@@ -226,3 +226,24 @@ def test_package_metadata_is_complete():
     source = (REPO / "setup.py").read_text()
     assert 'python_requires=">=3.10"' in source
     assert 'long_description_content_type="text/markdown"' in source
+
+
+def test_recipe_extra_requirements_are_what_speechbrain_lacks():
+    from importlib.metadata import requires
+
+    path = REPO / "recipes" / "ICBHI" / "extra_requirements.txt"
+    lines = path.read_text().splitlines()
+    extra = requirements([x for x in lines if x and not x.startswith("#")])
+    speechbrain = {
+        canonicalize_name(r.name)
+        for r in map(Requirement, requires("speechbrain") or [])
+        if r.marker is None
+    }
+    ours = {
+        name: req
+        for name, req in install_requires().items()
+        if name not in speechbrain and name != "speechbrain"
+    }
+    assert set(extra) == set(ours) | {"speechbrain-rsc"}
+    for name, req in ours.items():
+        assert str(extra[name].specifier) == str(req.specifier), name

@@ -21,29 +21,26 @@ Authors
 import logging
 import sys
 
-import speechbrain as sb
 from hyperpyyaml import load_hyperpyyaml
-from speechbrain.utils.distributed import run_on_main
-
 from speechbrain_rsc.bank import read_manifest, stack_logits
-from speechbrain_rsc.brains import (
-    BrainOptions,
-    DistillBrain,
-    TrainingDiverged,
-)
+from speechbrain_rsc.brains import BrainOptions, DistillBrain, TrainingDiverged
 from speechbrain_rsc.distillation import build_soft_labels, select_teachers
 from speechbrain_rsc.errors import reported_errors
 from speechbrain_rsc.models import load_pretrained
 from speechbrain_rsc.provenance import teacher_identity
 from speechbrain_rsc.recipe import (
     Protocol,
+    claim_run_folder,
     evaluate_and_export,
     fit,
     log_weights,
     prepare_data,
+    record_run_start,
     refuse_other_run,
-    start_run,
 )
+
+import speechbrain as sb
+from speechbrain.utils.distributed import run_on_main
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +121,15 @@ if __name__ == "__main__":
         # Refuses a folder whose checkpoints were made from other data or
         # other teachers.
         provenance = {"data": data.identity, "teachers": teacher_record}
-        start_run(hparams_file, overrides, hparams["output_folder"], provenance)
+        resumed = claim_run_folder(
+            hparams_file, overrides, hparams["output_folder"], provenance
+        )
+        sb.create_experiment_directory(
+            experiment_directory=hparams["output_folder"],
+            hyperparams_to_save=hparams_file,
+            overrides=overrides,
+        )
+        record_run_start(hparams["output_folder"], provenance, resumed)
         log_weights(hparams["modules"]["model"])
 
         brain = DistillBrain(

@@ -50,11 +50,9 @@ import sys
 import time
 from functools import partial
 
-import speechbrain as sb
 import torch
 import yaml
 from hyperpyyaml import load_hyperpyyaml
-
 from speechbrain_rsc.bank import BANK_FILENAME, find_banks
 from speechbrain_rsc.dataio import SYNTHETIC
 from speechbrain_rsc.distillation import select_teachers
@@ -71,11 +69,7 @@ from speechbrain_rsc.jobs import (
     run_stage,
     run_stages_submitit,
 )
-from speechbrain_rsc.provenance import (
-    check_run,
-    run_identity,
-    teacher_identity,
-)
+from speechbrain_rsc.provenance import check_run, run_identity, teacher_identity
 from speechbrain_rsc.recipe import (
     Protocol,
     prepare_data,
@@ -83,6 +77,8 @@ from speechbrain_rsc.recipe import (
     run_is_complete,
 )
 from speechbrain_rsc.report import write_report
+
+import speechbrain as sb
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # The hparams that decide which prepared data a run reads.
@@ -503,6 +499,7 @@ def main(argv):
     cache = {}
 
     def prepared(plain):
+        """The data a run of plain hparams reads, prepared once here."""
         options = tuple(str(plain[key]) for key in PREPARE_KEYS)
         if options not in cache:
             data = cache[options] = prepare_run_data(plain)

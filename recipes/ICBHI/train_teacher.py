@@ -22,22 +22,23 @@ Authors
 
 import sys
 
-import speechbrain as sb
 from hyperpyyaml import load_hyperpyyaml
-from speechbrain.utils.distributed import run_on_main
-
 from speechbrain_rsc.brains import BrainOptions, TeacherBrain
 from speechbrain_rsc.errors import reported_errors
 from speechbrain_rsc.models import load_pretrained
 from speechbrain_rsc.recipe import (
     Protocol,
+    claim_run_folder,
     evaluate_and_export,
     fit,
     log_weights,
     prepare_data,
+    record_run_start,
     refuse_other_run,
-    start_run,
 )
+
+import speechbrain as sb
+from speechbrain.utils.distributed import run_on_main
 
 if __name__ == "__main__":
     # Our refusals print their message and exit 2 (RSC_DEBUG=1: traceback)
@@ -74,7 +75,15 @@ if __name__ == "__main__":
         )
         # Refuses a folder whose checkpoints were made from other data.
         provenance = {"data": data.identity}
-        start_run(hparams_file, overrides, hparams["output_folder"], provenance)
+        resumed = claim_run_folder(
+            hparams_file, overrides, hparams["output_folder"], provenance
+        )
+        sb.create_experiment_directory(
+            experiment_directory=hparams["output_folder"],
+            hyperparams_to_save=hparams_file,
+            overrides=overrides,
+        )
+        record_run_start(hparams["output_folder"], provenance, resumed)
         log_weights(hparams["modules"]["model"])
 
         brain = TeacherBrain(
