@@ -1,6 +1,7 @@
-"""Signal functions that turn an ICBHI recording into fixed-length cycles.
+"""Cutting ICBHI recordings into fixed-length cycles, cached as WAV files.
 
-They follow the de facto ICBHI pipeline (Patch-Mix CL, reused by BTS):
+The signal functions follow the de facto ICBHI pipeline (Patch-Mix CL,
+reused by BTS):
 
 1. resample the whole recording to the target rate;
 2. apply a linear fade-in and fade-out of ``sr / 16`` samples to it;
