@@ -781,17 +781,3 @@ def stack_logits(banks, split, ids):
     for bank in banks:
         bank.check_finite(split)
     return torch.stack([b.logits_for(split, ids) for b in banks])
-
-
-def mean_logits(member_logits):
-    """The ensemble's logits: the mean over members (dim 0).
-
-    This is the one averaging rule of the project, used by ensemble
-    evaluation from banks and by the ensemble model on audio.
-
-    Example
-    -------
-    >>> mean_logits(torch.tensor([[[1.0, 3.0]], [[3.0, 1.0]]])).tolist()
-    [[2.0, 2.0]]
-    """
-    return member_logits.mean(dim=0)

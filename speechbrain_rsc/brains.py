@@ -27,12 +27,13 @@ import speechbrain as sb
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from speechbrain_rsc.bank import LogitBank, mean_logits
+from speechbrain_rsc.bank import LogitBank
 from speechbrain_rsc.data.schema import N_CLASSES
 from speechbrain_rsc.distillation import soft_cross_entropy
 from speechbrain_rsc.errors import RecipeError
-from speechbrain_rsc.metrics import ICBHIStats
+from speechbrain_rsc.metrics import ICBHIStats, mean_logits
 from speechbrain_rsc.sampling import EpochShuffle
+from speechbrain_rsc.trained_model import load_trained
 
 logger = logging.getLogger(__name__)
 
@@ -561,9 +562,9 @@ class EnsembleModel(torch.nn.Module):
 
     @classmethod
     def from_folders(cls, folders, map_location="cpu"):
-        """Load the members from trained-model folders (see export.py)."""
-        from speechbrain_rsc.export import load_trained
-
+        """Load the members from trained-model folders
+        (:mod:`speechbrain_rsc.trained_model`).
+        """
         return cls([load_trained(f, map_location)[0] for f in folders])
 
 

@@ -5,7 +5,8 @@ training (Litt3200 is almost test-only, LittC2SE train-only), and one
 overall Score hides how a model fares on each. The device and the chest
 location of a cycle are read from its ID (``PPP_RRR_LL_MM_DEVICE_i``), so
 any bank, ensemble or student can be broken down without its manifest;
-a cycle whose ID is not an ICBHI stem is counted under ``unknown``.
+a cycle whose ID is not an ICBHI stem is counted under ``unknown``. A
+bank's breakdown is :func:`speechbrain_rsc.ensemble.bank_breakdown`.
 
 Example
 -------
@@ -24,8 +25,7 @@ Example
 import pandas as pd
 import torch
 
-from speechbrain_rsc.bank import NonFiniteLogitsError
-from speechbrain_rsc.data.schema import N_CLASSES, parse_stem
+from speechbrain_rsc.data.schema import parse_stem
 from speechbrain_rsc.metrics import icbhi_score
 from speechbrain_rsc.uncertainty import METRICS, PatientBootstrap
 
@@ -138,36 +138,6 @@ def scores_by(ids, logits, labels, by="device", bootstrap=0, seed=0):
     if bootstrap:
         columns += [f"{m}_{end}" for m in METRICS for end in LH]
     return pd.DataFrame(rows, columns=columns)
-
-
-def bank_breakdown(banks, split="test", bootstrap=0, seed=0):
-    """Per-device and per-location scores of a bank or of the mean-logit
-    ensemble of several banks on ``split``.
-
-    Arguments
-    ---------
-    banks : list of speechbrain_rsc.bank.LogitBank
-        One bank (a teacher or a student) or the members of an ensemble.
-    split : str
-    bootstrap, seed : int
-        Intervals as :func:`scores_by` (none when ``bootstrap`` is 0).
-
-    Returns
-    -------
-    dict
-        ``"device"`` and ``"location"`` -> :func:`scores_by` tables
-        (NaN scores when a bank's logits are not finite).
-    """
-    from speechbrain_rsc.ensemble import ensemble_logits
-
-    try:
-        ids, logits, labels = ensemble_logits(banks, split)
-    except NonFiniteLogitsError:  # counted, never scored
-        ids, labels = banks[0].ids[split], banks[0].labels[split]
-        logits = torch.full((len(ids), N_CLASSES), float("nan"))
-    return {
-        by: scores_by(ids, logits, labels, by, bootstrap, seed) for by in GROUPS
-    }
 
 
 def markdown_table(table, digits=2):

@@ -1,6 +1,8 @@
-"""Ensembles X++[k] evaluated from logit banks: mean logits, then argmax;
-or, for cycles no bank holds, from the members' exported models
-(:func:`evaluate_models`, a fused ensemble over the audio).
+"""Ensembles X++[k] evaluated from logit banks: mean logits, then argmax,
+overall (:func:`evaluate_banks`, :func:`sweep`) and per recording device
+and chest location (:func:`bank_breakdown`). For cycles no bank holds,
+:func:`speechbrain_rsc.audio_ensemble.evaluate_models` runs the members'
+exported models on the audio.
 
 Example
 -------
@@ -22,18 +24,19 @@ Example
 """
 
 import csv
-from pathlib import Path
 
 import torch
 
 from speechbrain_rsc.atomic import write_text_atomically
 from speechbrain_rsc.bank import (
     BankMismatchError,
-    mean_logits,
+    NonFiniteLogitsError,
     select_banks,
     stack_logits,
 )
-from speechbrain_rsc.metrics import icbhi_score
+from speechbrain_rsc.breakdown import GROUPS, scores_by
+from speechbrain_rsc.data.schema import N_CLASSES
+from speechbrain_rsc.metrics import icbhi_score, mean_logits
 from speechbrain_rsc.uncertainty import summary
 
 
@@ -72,64 +75,34 @@ def evaluate_banks(banks, split="test", bootstrap=0, bootstrap_seed=0):
     return icbhi_score(logits.argmax(-1), labels)
 
 
-def evaluate_models(
-    banks, manifest, device=None, batch_size=16, bootstrap=0, bootstrap_seed=0
-):
-    """ICBHI Sp/Se/Score of the ensemble of the models behind ``banks``,
-    run on the audio of a prepared ``manifest``.
-
-    Each bank's run folder must hold the model it exported
-    (``<run>/model``); the members are evaluated as one
-    :func:`~speechbrain_rsc.fused.make_ensemble` by an
-    :class:`~speechbrain_rsc.brains.EnsembleBrain`. On cycles a bank also
-    holds, the result equals :func:`evaluate_banks` (to float rounding).
+def bank_breakdown(banks, split="test", bootstrap=0, seed=0):
+    """Per-device and per-location scores of a bank or of the mean-logit
+    ensemble of several banks on ``split``.
 
     Arguments
     ---------
-    banks : list of LogitBank
-        Loaded from files (their ``source`` locates the runs).
-    manifest : str or Path
-        A prepared CSV at the members' sample rate.
-    device : str, optional
-        CUDA when present, else CPU.
-    batch_size : int
-    bootstrap, bootstrap_seed : int
-        As :func:`evaluate_banks`.
+    banks : list of speechbrain_rsc.bank.LogitBank
+        One bank (a teacher or a student) or the members of an ensemble.
+    split : str
+    bootstrap, seed : int
+        Intervals as :func:`~speechbrain_rsc.breakdown.scores_by` (none
+        when ``bootstrap`` is 0).
 
-    Raises
-    ------
-    FileNotFoundError
-        Naming a run without an exported model.
+    Returns
+    -------
+    dict
+        ``"device"`` and ``"location"`` ->
+        :func:`~speechbrain_rsc.breakdown.scores_by` tables
+        (NaN scores when a bank's logits are not finite).
     """
-    # Here, not at the top: scoring banks needs neither SpeechBrain nor
-    # the models.
-    from speechbrain_rsc.brains import EnsembleBrain
-    from speechbrain_rsc.dataio import dataio_prep
-    from speechbrain_rsc.export import CONFIG_FILE, load_trained
-    from speechbrain_rsc.fused import make_ensemble
-
-    folders = [Path(bank.source).parent / "model" for bank in banks]
-    for folder in folders:
-        if not (folder / CONFIG_FILE).is_file():
-            raise FileNotFoundError(
-                f"{folder}: no exported model ({CONFIG_FILE}) beside the "
-                "bank; models are exported by train_teacher.py and distill.py"
-            )
-    members = [load_trained(folder)[0] for folder in folders]
-    model = make_ensemble(members)
-    dataset = dataio_prep({"audio": manifest}, model.sample_rate)["audio"]
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    brain = EnsembleBrain(
-        modules={"model": model},
-        hparams={"test_dataloader_opts": {"batch_size": batch_size}},
-        run_opts={"device": device, "noprogressbar": True},
-    )
-    stats = brain.collect_logits(dataset)
-    result = stats.summarize()
-    if bootstrap and stats.logits and result["score"] == result["score"]:
-        logits, labels = torch.cat(stats.logits), torch.cat(stats.targets)
-        result = summary(stats.ids, logits, labels, bootstrap, bootstrap_seed)
-    return result
+    try:
+        ids, logits, labels = ensemble_logits(banks, split)
+    except NonFiniteLogitsError:  # counted, never scored
+        ids, labels = banks[0].ids[split], banks[0].labels[split]
+        logits = torch.full((len(ids), N_CLASSES), float("nan"))
+    return {
+        by: scores_by(ids, logits, labels, by, bootstrap, seed) for by in GROUPS
+    }
 
 
 def sweep(

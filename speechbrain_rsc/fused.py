@@ -62,8 +62,8 @@ import logging
 import torch
 from torch.func import functional_call, stack_module_state
 
-from speechbrain_rsc.bank import mean_logits
 from speechbrain_rsc.brains import EnsembleModel
+from speechbrain_rsc.metrics import mean_logits
 from speechbrain_rsc.models.folding import (
     fold_batch_norms,
     has_folds,
@@ -304,7 +304,7 @@ class FusedEnsemble(torch.nn.Module):
 
     Same interface as :class:`speechbrain_rsc.brains.EnsembleModel`:
     ``forward(wavs, lens, prompts)`` gives the mean logits (by
-    :func:`speechbrain_rsc.bank.mean_logits`), :meth:`member_logits`
+    :func:`speechbrain_rsc.metrics.mean_logits`), :meth:`member_logits`
     each member's, and :attr:`sample_rate` the members' rate. The members
     are copied (stacked); later changes to them are not seen.
 

@@ -74,19 +74,18 @@ from speechbrain_rsc.data.schema import (
     parse_stem,
 )
 from speechbrain_rsc.errors import RecipeError
-from speechbrain_rsc.export import (
+from speechbrain_rsc.export import HPARAMS_FILE, load_exported_ensemble
+from speechbrain_rsc.fused import FusedEnsemble, make_ensemble
+from speechbrain_rsc.model_card import ENSEMBLE_FILE
+from speechbrain_rsc.models.folding import for_inference
+from speechbrain_rsc.trained_model import (
     CONFIG_FILE,
-    HPARAMS_FILE,
     NoModelError,
     check_members,
-    load_exported_ensemble,
     load_trained,
     model_folders,
     read_config,
 )
-from speechbrain_rsc.fused import FusedEnsemble, make_ensemble
-from speechbrain_rsc.model_card import ENSEMBLE_FILE
-from speechbrain_rsc.models.folding import for_inference
 
 __all__ = [
     "RespiratoryClassifier",
@@ -129,8 +128,8 @@ def model_files(source, revision=None):
     >>> model_files("results/nowhere/model")
     Traceback (most recent call last):
     ...
-    speechbrain_rsc.export.NoModelError: model results/nowhere/model: no \
-such folder, and not a Hugging Face model ID (org/name); give a model \
+    speechbrain_rsc.trained_model.NoModelError: model results/nowhere/model: \
+no such folder, and not a Hugging Face model ID (org/name); give a model \
 folder, a folder of runs or a model ID
     """
     if Path(source).exists():

@@ -27,7 +27,13 @@ import math
 from pathlib import Path
 from string import Template
 
+import pandas as pd
+
 from speechbrain_rsc.atomic import write_atomically
+from speechbrain_rsc.bank import BANK_FILENAME, LogitBank
+from speechbrain_rsc.breakdown import markdown_table
+from speechbrain_rsc.ensemble import evaluate_banks
+from speechbrain_rsc.trained_model import read_config
 
 CARD_FILE = "README.md"
 ENSEMBLE_FILE = "ensemble.json"
@@ -324,10 +330,6 @@ def _per_device_table(per_device):
     """A markdown table of a DataFrame or a list of dicts, or ``""``."""
     if per_device is None:
         return ""
-    import pandas as pd
-
-    from speechbrain_rsc.breakdown import markdown_table
-
     table = pd.DataFrame(per_device)
     if table.empty:
         return ""
@@ -366,7 +368,7 @@ def model_card(info, per_device=None, source="<folder or org/name>"):
         Missing facts are written as not recorded.
     per_device : pandas.DataFrame or list of dict, optional
         Per-device test scores, e.g.
-        ``speechbrain_rsc.breakdown.bank_breakdown(banks)["device"]``.
+        ``speechbrain_rsc.ensemble.bank_breakdown(banks)["device"]``.
     source : str
         The folder or hub ID shown in the usage example.
 
@@ -467,8 +469,6 @@ def folder_facts(folder):
     folder = Path(folder)
     if (folder / ENSEMBLE_FILE).is_file():
         return json.loads((folder / ENSEMBLE_FILE).read_text("utf-8"))
-    from speechbrain_rsc.export import read_config
-
     config = read_config(folder)
     return {
         **config.get("info", {}),
@@ -482,9 +482,6 @@ def _with_bank_intervals(folder, facts, bootstrap):
     run's bank (``<run>/bank.safetensors`` beside a ``<run>/model``
     folder), when there is one and the metrics lack them.
     """
-    from speechbrain_rsc.bank import BANK_FILENAME, LogitBank
-    from speechbrain_rsc.ensemble import evaluate_banks
-
     metrics = facts.get("metrics") or {}
     bank_path = Path(folder).parent / BANK_FILENAME
     if any("score_lo" in m for m in metrics.values()):

@@ -21,10 +21,9 @@ from speechbrain.utils.distributed import run_on_main
 from speechbrain_rsc.bank import BANK_FILENAME, LogitBank
 from speechbrain_rsc.brains import NoTrainingError
 from speechbrain_rsc.dataio import SYNTHETIC, dataio_prep, resolve_data_folder
-from speechbrain_rsc.breakdown import bank_breakdown
-from speechbrain_rsc.ensemble import evaluate_banks
+from speechbrain_rsc.ensemble import bank_breakdown, evaluate_banks
 from speechbrain_rsc.errors import SelectionError
-from speechbrain_rsc.export import WEIGHTS_FILE, save_trained
+from speechbrain_rsc.export import save_trained
 from speechbrain_rsc.hashing import sha256_file
 from speechbrain_rsc.provenance import (
     check_run,
@@ -33,6 +32,7 @@ from speechbrain_rsc.provenance import (
     run_identity,
 )
 from speechbrain_rsc.run_lock import lock_run_folder
+from speechbrain_rsc.trained_model import WEIGHTS_FILE
 
 logger = logging.getLogger(__name__)
 

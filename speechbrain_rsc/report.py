@@ -42,14 +42,14 @@ from speechbrain_rsc.bank import (
 )
 from speechbrain_rsc.breakdown import (
     GROUPS,
-    bank_breakdown,
     cycle_groups,
     markdown_table,
     scores_by,
 )
-from speechbrain_rsc.data.schema import N_CLASSES
+from speechbrain_rsc.data.schema import CLASS_NAMES, N_CLASSES
 from speechbrain_rsc.distillation import soft_cross_entropy
 from speechbrain_rsc.ensemble import (
+    bank_breakdown,
     ensemble_logits,
     evaluate_banks,
     write_csv,
@@ -66,6 +66,7 @@ from speechbrain_rsc.uncertainty import (
     interval,
     paired_gain,
     reliability,
+    softmax,
 )
 
 logger = logging.getLogger(__name__)
@@ -822,7 +823,7 @@ def plot_k_curves(curves, backbone, folder, loss_split="valid"):
     """Figure 2 (student Score vs k) and Figure 3 (ensemble Score, student
     Score and teacher loss on ``loss_split`` vs k) as PNGs.
     """
-    import matplotlib
+    import matplotlib  # only to draw a figure: optional and slow to import
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -912,12 +913,10 @@ def plot_reliability(models, path, bins=15):
         The PNG to write.
     bins : int
     """
-    import matplotlib
+    import matplotlib  # only to draw a figure: optional and slow to import
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from speechbrain_rsc.uncertainty import softmax
 
     fig, axes = plt.subplots(
         1, len(models), figsize=(3.6 * len(models), 3.8), squeeze=False
@@ -991,12 +990,10 @@ def reliability_models(groups, unc):
 
 def plot_confusion(bank, path, split="test"):
     """Confusion matrix of one run's predictions as a PNG."""
-    import matplotlib
+    import matplotlib  # only to draw a figure: optional and slow to import
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from speechbrain_rsc.data.schema import CLASS_NAMES
 
     matrix = confusion_matrix(bank.logits[split].argmax(-1), bank.labels[split])
     fig, ax = plt.subplots(figsize=(4.5, 4))

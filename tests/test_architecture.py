@@ -12,10 +12,10 @@ from test_export import wavs as wavs  # noqa: F401 (a fixture)
 from test_weights import TINY_AST, write_ast
 from test_weights import hub as hub  # noqa: F401 (a fixture)
 
-from speechbrain_rsc.export import CONFIG_FILE
 from speechbrain_rsc.inference import RespiratoryClassifier, cli
 from speechbrain_rsc.models import build_backbone
 from speechbrain_rsc.models.checkpoints import CheckpointError
+from speechbrain_rsc.trained_model import CONFIG_FILE
 
 SOURCE = "org/small-ast"
 

@@ -12,7 +12,6 @@ from speechbrain.utils.checkpoints import Checkpointer
 from speechbrain.utils.epoch_loop import EpochCounter
 from speechbrain.utils.run_opts import RunOptions
 
-from speechbrain_rsc.bank import mean_logits
 from speechbrain_rsc.brains import (
     DistillBrain,
     EnsembleBrain,
@@ -22,6 +21,7 @@ from speechbrain_rsc.brains import (
 )
 from speechbrain_rsc.dataio import dataio_prep
 from speechbrain_rsc.distillation import build_soft_labels
+from speechbrain_rsc.metrics import mean_logits
 from speechbrain_rsc.schedules import CosineAnnealing
 
 RATE = 1000

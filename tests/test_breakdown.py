@@ -5,7 +5,8 @@ import math
 import torch
 
 from speechbrain_rsc.bank import LogitBank
-from speechbrain_rsc.breakdown import bank_breakdown, scores_by
+from speechbrain_rsc.breakdown import scores_by
+from speechbrain_rsc.ensemble import bank_breakdown
 
 IDS = [
     "101_1b1_Al_sc_Meditron_0",  # normal, predicted normal

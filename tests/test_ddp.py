@@ -10,7 +10,7 @@ import torch
 from speechbrain_rsc.bank import BANK_FILENAME, LogitBank
 from speechbrain_rsc.brains import TeacherBrain
 from speechbrain_rsc.dataio import dataio_prep
-from speechbrain_rsc.export import load_trained
+from speechbrain_rsc.trained_model import load_trained
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "ICBHI"
 

@@ -12,7 +12,6 @@ from speechbrain_rsc.bank import (
     check_consistent,
     find_banks,
     ids_fingerprint,
-    mean_logits,
     select_banks,
     stack_logits,
 )
@@ -27,6 +26,7 @@ from speechbrain_rsc.distillation import (
     soft_cross_entropy,
 )
 from speechbrain_rsc.ensemble import sweep
+from speechbrain_rsc.metrics import mean_logits
 
 IDS = ["r1_0", "r1_1", "r2_0"]
 # Two teachers, three cycles; easy numbers for hand computation.

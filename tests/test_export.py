@@ -14,15 +14,11 @@ import torch
 from speechbrain.utils.fetching import FetchConfig
 
 from speechbrain_rsc.bank import BANK_FILENAME, LogitBank
-from speechbrain_rsc.export import (
-    HPARAMS_FILE,
-    export_ensemble,
-    read_config,
-    save_trained,
-)
+from speechbrain_rsc.export import HPARAMS_FILE, export_ensemble, save_trained
 from speechbrain_rsc.inference import RespiratoryClassifier
 from speechbrain_rsc.model_card import CARD_FILE, write_model_card
 from speechbrain_rsc.models import build_backbone
+from speechbrain_rsc.trained_model import read_config
 
 TINY = {"channels": [4, 8, 8, 8]}
 COMMIT = "0123456789abcdef0123456789abcdef01234567"

@@ -11,10 +11,11 @@ import soundfile
 import torch
 from conftest import TINY_CLAP, randomise_batch_norm
 
+from speechbrain_rsc.audio_ensemble import evaluate_models
 from speechbrain_rsc.bank import BANK_FILENAME, find_banks
 from speechbrain_rsc.brains import EnsembleBrain, EnsembleModel
 from speechbrain_rsc.dataio import dataio_prep
-from speechbrain_rsc.ensemble import evaluate_banks, evaluate_models
+from speechbrain_rsc.ensemble import evaluate_banks
 from speechbrain_rsc.export import save_trained
 from speechbrain_rsc.fused import (
     FusedEnsemble,

@@ -13,13 +13,7 @@ from test_export import COMMIT, fake_hub, tiny_run
 from test_export import wavs as wavs  # noqa: F401 (a fixture)
 
 from speechbrain_rsc.data.schema import CLASS_NAMES
-from speechbrain_rsc.export import (
-    HPARAMS_FILE,
-    NoModelError,
-    export_ensemble,
-    read_weights,
-    save_weights,
-)
+from speechbrain_rsc.export import HPARAMS_FILE, export_ensemble
 from speechbrain_rsc.inference import (
     RespiratoryClassifier,
     UntrustedModelError,
@@ -27,6 +21,11 @@ from speechbrain_rsc.inference import (
 )
 from speechbrain_rsc.models.checkpoints import CheckpointError
 from speechbrain_rsc.provenance import PROVENANCE_FILE
+from speechbrain_rsc.trained_model import (
+    NoModelError,
+    read_weights,
+    save_weights,
+)
 
 HOSTILE = 'pwn: !apply:os.system ["touch {marker}"]\n'
 

@@ -15,10 +15,10 @@ from speechbrain_rsc.atomic import write_atomically
 from speechbrain_rsc.bank import BANK_FILENAME, LogitBank
 from speechbrain_rsc.brains import NoTrainingError
 from speechbrain_rsc.checkpointer import Checkpointer
-from speechbrain_rsc.export import read_weights, save_weights
 from speechbrain_rsc.provenance import ProvenanceMismatch
 from speechbrain_rsc.recipe import check_training_runs, run_is_complete
 from speechbrain_rsc.run_lock import LOCK_FILE, RunFolderBusy
+from speechbrain_rsc.trained_model import read_weights, save_weights
 
 TINY = {
     "use_pretrained": False,

@@ -7,7 +7,7 @@ import torch
 from conftest import RECIPE
 
 from speechbrain_rsc.bank import LogitBank
-from speechbrain_rsc.breakdown import bank_breakdown
+from speechbrain_rsc.ensemble import bank_breakdown
 
 DEVICES = ("AKGC417L", "Meditron")
 

@@ -34,16 +34,17 @@ import argparse
 import os
 import sys
 
+from speechbrain_rsc.audio_ensemble import evaluate_models
 from speechbrain_rsc.bank import (
     check_k,
     find_banks,
     read_manifest,
     select_banks,
 )
-from speechbrain_rsc.breakdown import bank_breakdown, markdown_table
+from speechbrain_rsc.breakdown import markdown_table
 from speechbrain_rsc.ensemble import (
+    bank_breakdown,
     evaluate_banks,
-    evaluate_models,
     sweep,
     write_csv,
 )
