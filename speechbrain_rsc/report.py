@@ -151,14 +151,11 @@ class RunKey:
 
     @classmethod
     def from_info(cls, info):
-        """The key of a bank's ``info`` (older banks lack some fields)."""
-        protocol = info.get("protocol") or {"test": "paper"}.get(
-            info.get("select_on"), "validation"
-        )
+        """The key of a bank's ``info``, as the recipes record it."""
         common = {
-            "role": info.get("role", "teacher"),
+            "role": info["role"],
             "backbone": info["backbone"],
-            "protocol": protocol,
+            "protocol": info["protocol"],
             "data": data_name(info),
         }
         if common["role"] != "student":

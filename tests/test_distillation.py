@@ -217,6 +217,10 @@ def test_fingerprint_ignores_order_only():
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "ICBHI"
 
 
+# What the recipes record of every teacher run (the report groups by it).
+RECORDED = {"role": "teacher", "backbone": "cnn6", "protocol": "validation"}
+
+
 def save_twelve(folder):
     """Banks of seeds 1..12, each in folder/<seed>/, one test cycle each."""
     for seed in range(1, 13):
@@ -224,7 +228,7 @@ def save_twelve(folder):
             {"test": ["a_0"]},
             {"test": torch.tensor([[1.0, 0.0, 0.0, 0.0]])},
             {"test": torch.tensor([0])},
-            {"backbone": "cnn6", "seed": seed},
+            {**RECORDED, "seed": seed},
         )
         (folder / str(seed)).mkdir()
         bank.save(folder / str(seed) / "bank.safetensors")
@@ -248,7 +252,7 @@ def test_seeds_are_in_numeric_order_everywhere(tmp_path):
         {"test": ["a_0"]},
         {"test": torch.zeros(1, 4)},
         {"test": torch.tensor([0])},
-        {"backbone": "cnn6", "seed": "extra"},
+        {**RECORDED, "seed": "extra"},
     )
     odd.save(tmp_path / "extra.safetensors")
     (tmp_path / "x").mkdir()

@@ -40,7 +40,8 @@ def normal_only(seed):
 
 def write(root):
     for seed in (1, 2):
-        save(root / "cnn6" / str(seed), good(seed), backbone="cnn6", seed=seed)
+        teacher = {"role": "teacher", "backbone": "cnn6", "seed": seed}
+        save(root / "cnn6" / str(seed), good(seed), **teacher)
         student = {
             "role": "student",
             "backbone": "cnn6",
