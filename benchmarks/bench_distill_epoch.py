@@ -4,7 +4,7 @@
 The same CNN6 student (same initial weights) is trained on the same
 prepared synthetic cycles by ``DistillBrain`` (targets from a teacher
 bank: a random ``[k, n, 4]`` logit bank keyed by the train manifest's
-cycle IDs, turned into targets by ``build_soft_labels``, mode ``mean`` by
+cycle IDs, turned into targets by ``Targets.soft_labels``, mode ``mean`` by
 default) and by ``TeacherBrain`` (hard labels). Each repeat runs one
 warm-up epoch and ``--epochs`` timed epochs of each, alternating which
 goes first; the table gives the median epoch time. Target: distillation
@@ -37,12 +37,12 @@ def teacher_bank_targets(train_csv, k, mode, seed=0):
     for the manifest's cycle IDs.
     """
     from speechbrain_rsc.bank import read_manifest
-    from speechbrain_rsc.distillation import build_soft_labels
+    from speechbrain_rsc.distillation import Targets
 
     ids, _ = read_manifest(train_csv)
     generator = torch.Generator().manual_seed(seed)
     logits = torch.randn(k, len(ids), 4, generator=generator) * 2
-    return build_soft_labels(mode, ids, logits, seed=1)
+    return Targets(mode, k).soft_labels(ids, logits, seed=1)
 
 
 def main():

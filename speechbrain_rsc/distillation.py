@@ -16,6 +16,8 @@ Example
 True
 """
 
+from typing import NamedTuple
+
 import torch
 
 from speechbrain_rsc.bank import find_banks, select_banks
@@ -183,95 +185,200 @@ class TeacherNoise(NoisedLabels):
         super().__init__(train_ids, teacher_logits, seed, variance=variance)
 
 
-# teacher_mode -> (target class, how teachers are chosen)
-TEACHER_MODES = {
-    "mean": (MeanTeacher, "first_k"),
-    "random": (RandomTeacher, "first_k"),
-    "single": (MeanTeacher, "single"),
-    "curated": (MeanTeacher, "curated"),
-    "teacher_noise": (TeacherNoise, "first_k"),
-    "raw_logits": (RawLogits, "first_k"),
-    "noise": (NoisedLabels, None),
-    "hard": (HardLabels, None),
+class _Mode(NamedTuple):
+    """How one ``teacher_mode`` makes its targets."""
+
+    soft_labels: type  # the SoftLabels class
+    selection: str  # "first_k", "single", "curated" or None (no teacher)
+    text: str  # what the targets are, for people
+
+
+_MODES = {
+    "mean": _Mode(
+        MeanTeacher,
+        "first_k",
+        "the softmax of the mean of the k teachers' logits",
+    ),
+    "random": _Mode(
+        RandomTeacher,
+        "first_k",
+        "the softmax of one of the k teachers' logits, drawn per cycle and "
+        "per epoch",
+    ),
+    "single": _Mode(
+        MeanTeacher, "single", "the softmax of one teacher's logits"
+    ),
+    "curated": _Mode(
+        MeanTeacher,
+        "curated",
+        "the softmax of the mean logits of the k teachers with the best "
+        "Score on the selection split",
+    ),
+    "teacher_noise": _Mode(
+        TeacherNoise,
+        "first_k",
+        "one-hot labels plus Gaussian noise of the per-class variance of the "
+        "mean-teacher logits",
+    ),
+    "raw_logits": _Mode(
+        RawLogits,
+        "first_k",
+        "the teachers' mean logits without softmax (an ablation)",
+    ),
+    "noise": _Mode(
+        NoisedLabels, None, "one-hot labels plus Gaussian noise (no teacher)"
+    ),
+    "hard": _Mode(HardLabels, None, "one-hot labels (no teacher)"),
 }
 
 
-def build_soft_labels(mode, train_ids, teacher_logits=None, seed=0, **options):
-    """Build the targets of ``teacher_mode`` ``mode``.
+class Targets:
+    """The student's training targets, declared once in the YAML
+    (``targets: !new:speechbrain_rsc.distillation.Targets``, its knob
+    ``teacher_mode``): which teachers they come from and how.
 
     Arguments
     ---------
     mode : str
-        One of :data:`TEACHER_MODES`.
-    train_ids : list of str
-        Training cycle IDs.
-    teacher_logits : torch.Tensor, optional
-        ``[k, n, 4]`` selected teachers' train logits (teacher modes).
-    seed : int
-        Seed of the per-epoch draws.
-    **options
-        ``variance`` for ``noise``.
+        ``mean``, ``random``, ``single``, ``curated``, ``teacher_noise``,
+        ``raw_logits``, or the baselines without teacher ``noise`` and
+        ``hard``.
+    k : int
+        How many teachers: the first ``k`` seeds in numeric order, or the
+        top ``k`` by Score on the selection split for ``curated``.
+    teacher_seeds : list of int, optional
+        Explicit teacher seeds (overrides ``k``; the first for ``single``).
+    noise_variance : float
+        The variance of the ``noise`` mode's Gaussian noise.
 
     Example
     -------
-    >>> build_soft_labels("hard", ["a"])(["a"], torch.tensor([3]), 1).tolist()
+    >>> targets = Targets("hard", k=5)
+    >>> targets.describe()["uses_teachers"], targets.describe()["k"]
+    (False, 0)
+    >>> soft = targets.soft_labels(["a"])
+    >>> soft(["a"], torch.tensor([3]), 1).tolist()
     [[0.0, 0.0, 0.0, 1.0]]
+    >>> Targets("avg", k=1)
+    Traceback (most recent call last):
+    ...
+    speechbrain_rsc.errors.SelectionError: unknown teacher_mode 'avg' \
+(known: mean, random, single, curated, teacher_noise, raw_logits, noise, hard)
     """
-    if mode not in TEACHER_MODES:
-        raise SelectionError(
-            f"unknown teacher_mode '{mode}' (known: {', '.join(TEACHER_MODES)})"
+
+    def __init__(self, mode, k, teacher_seeds=None, noise_variance=0.1):
+        if mode not in _MODES:
+            raise SelectionError(
+                f"unknown teacher_mode '{mode}' (known: {', '.join(_MODES)})"
+            )
+        self.mode = mode
+        self.k = k
+        self.teacher_seeds = teacher_seeds
+        self.noise_variance = noise_variance
+        self._spec = _MODES[mode]
+
+    @property
+    def uses_teachers(self):
+        """Whether the targets come from teachers' logits."""
+        return self._spec.selection is not None
+
+    @property
+    def uses_hard_labels(self):
+        """Whether the student sees the hard labels."""
+        return self._spec.soft_labels.uses_hard_labels
+
+    def select_teachers(self, bank_folder, curate_on=None, backbone=None):
+        """The teacher banks these targets distill from.
+
+        Arguments
+        ---------
+        bank_folder : str or Path
+            Folder of the teachers' runs (``<run>/bank.safetensors``).
+        curate_on : str, optional
+            ``"valid"`` or ``"test"``: the split that ranks curated
+            teachers.
+        backbone : str, optional
+            The teachers' backbone: banks of another one are refused.
+
+        Returns
+        -------
+        list of speechbrain_rsc.bank.LogitBank
+            Empty for the modes that use no teacher (noise, hard).
+        """
+        selection = self._spec.selection
+        if selection is None:
+            return []
+        banks = find_banks(bank_folder)
+        others = sorted(
+            {str(b.info.get("backbone")) for b in banks} - {str(backbone)}
         )
-    cls, selection = TEACHER_MODES[mode]
-    if selection is not None and teacher_logits is None:
-        raise ValueError(f"teacher_mode '{mode}' needs teacher logits")
-    return cls(train_ids, teacher_logits, seed, **options)
+        if backbone is not None and others:
+            raise SelectionError(
+                f"{bank_folder} holds {', '.join(others)} banks but "
+                f"teacher_backbone is {backbone}: pass --teacher_backbone "
+                f"{others[0]} or another --teacher_bank"
+            )
+        seeds = self.teacher_seeds
+        if selection == "single":
+            return select_banks(banks, k=1, seeds=seeds)[:1]
+        if selection == "curated":
+            return select_banks(banks, k=self.k, curate_on=curate_on)
+        return select_banks(banks, k=self.k, seeds=seeds)
 
+    def soft_labels(self, train_ids, teacher_logits=None, seed=0):
+        """The per-batch targets, a :class:`SoftLabels`.
 
-def select_teachers(
-    bank_folder, mode, k, seeds=None, curate_on=None, backbone=None
-):
-    """The teacher banks ``teacher_mode`` ``mode`` distills from.
+        Arguments
+        ---------
+        train_ids : list of str
+            Training cycle IDs.
+        teacher_logits : torch.Tensor, optional
+            ``[k, n, 4]`` selected teachers' train logits (teacher modes).
+        seed : int
+            Seed of the per-epoch draws.
 
-    Arguments
-    ---------
-    bank_folder : str or Path
-        Folder of the teachers' runs (``<run>/bank.safetensors``).
-    mode : str
-        One of :data:`TEACHER_MODES`.
-    k : int
-        How many teachers: the first ``k`` seeds in numeric order, or the
-        top ``k`` by Score on ``curate_on`` for ``curated``.
-    seeds : list of int, optional
-        Explicit teacher seeds (overrides ``k``; the first for ``single``).
-    curate_on : str, optional
-        ``"valid"`` or ``"test"``: the split that ranks curated teachers.
-    backbone : str, optional
-        The teachers' backbone: banks of another one are refused.
+        Returns
+        -------
+        SoftLabels
+        """
+        cls = self._spec.soft_labels
+        if self.uses_teachers and teacher_logits is None:
+            raise ValueError(f"teacher_mode '{self.mode}' needs teacher logits")
+        if cls is NoisedLabels:
+            return cls(train_ids, None, seed, variance=self.noise_variance)
+        return cls(train_ids, teacher_logits, seed)
 
-    Returns
-    -------
-    list of speechbrain_rsc.bank.LogitBank
-        Empty for the modes that use no teacher (noise, hard).
-    """
-    if mode not in TEACHER_MODES:
-        raise SelectionError(
-            f"unknown teacher_mode '{mode}' (known: {', '.join(TEACHER_MODES)})"
-        )
-    selection = TEACHER_MODES[mode][1]
-    if selection is None:
-        return []
-    banks = find_banks(bank_folder)
-    others = sorted(
-        {str(b.info.get("backbone")) for b in banks} - {str(backbone)}
-    )
-    if backbone is not None and others:
-        raise SelectionError(
-            f"{bank_folder} holds {', '.join(others)} banks but "
-            f"teacher_backbone is {backbone}: pass --teacher_backbone "
-            f"{others[0]} or another --teacher_bank"
-        )
-    if selection == "single":
-        return select_banks(banks, k=1, seeds=seeds)[:1]
-    if selection == "curated":
-        return select_banks(banks, k=k, curate_on=curate_on)
-    return select_banks(banks, k=k, seeds=seeds)
+    def describe(self):
+        """What these targets are, as the student's bank records them.
+
+        Returns
+        -------
+        dict
+            ``mode``, ``k`` (teachers, 0 without), ``selection``,
+            ``uses_teachers``, ``uses_hard_labels``, ``text`` (what the
+            targets are, in words) and ``noise_variance`` for ``noise``.
+
+        Example
+        -------
+        >>> Targets("single", k=5).describe()["k"]
+        1
+        """
+        if not self.uses_teachers:
+            k = 0
+        elif self._spec.selection == "single":
+            k = 1
+        elif self.teacher_seeds and self._spec.selection == "first_k":
+            k = len(self.teacher_seeds)
+        else:
+            k = self.k
+        record = {
+            "mode": self.mode,
+            "k": k,
+            "selection": self._spec.selection,
+            "uses_teachers": self.uses_teachers,
+            "uses_hard_labels": self.uses_hard_labels,
+            "text": self._spec.text,
+        }
+        if self._spec.soft_labels is NoisedLabels:
+            record["noise_variance"] = self.noise_variance
+        return record

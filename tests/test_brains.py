@@ -20,7 +20,7 @@ from speechbrain_rsc.brains import (
     _with_cuda_precision,
 )
 from speechbrain_rsc.dataio import dataio_prep
-from speechbrain_rsc.distillation import build_soft_labels
+from speechbrain_rsc.distillation import Targets
 from speechbrain_rsc.metrics import mean_logits
 from speechbrain_rsc.schedules import CosineAnnealing
 
@@ -161,7 +161,7 @@ def test_ensemble_brain_equals_mean_of_member_banks(tmp_path, manifests):
 
 def train_student(tmp_path, manifests, mode, teacher_logits, ids):
     datasets = dataio_prep(manifests, RATE)
-    soft = build_soft_labels(mode, ids, teacher_logits, seed=3)
+    soft = Targets(mode, k=3).soft_labels(ids, teacher_logits, seed=3)
     brain, model = make_brain(DistillBrain, tmp_path, soft_labels=soft)
     fit(brain, datasets)
     return model

@@ -1,3 +1,4 @@
+import json
 import math
 import random
 import runpy
@@ -21,8 +22,8 @@ from speechbrain_rsc.distillation import (
     NoisedLabels,
     RandomTeacher,
     RawLogits,
+    Targets,
     TeacherNoise,
-    build_soft_labels,
     soft_cross_entropy,
 )
 from speechbrain_rsc.ensemble import sweep
@@ -112,9 +113,26 @@ def test_soft_cross_entropy_by_hand():
 
 def test_unknown_mode_and_missing_teachers():
     with pytest.raises(ValueError, match="unknown teacher_mode 'avg'"):
-        build_soft_labels("avg", IDS)
+        Targets("avg", k=2)
     with pytest.raises(ValueError, match="'mean' needs teacher logits"):
-        build_soft_labels("mean", IDS)
+        Targets("mean", k=2).soft_labels(IDS)
+
+
+def test_targets_describe_what_the_bank_records():
+    noise = Targets("noise", k=5, noise_variance=0.2)
+    assert noise.describe() == {
+        "mode": "noise",
+        "k": 0,
+        "selection": None,
+        "uses_teachers": False,
+        "uses_hard_labels": True,
+        "text": "one-hot labels plus Gaussian noise (no teacher)",
+        "noise_variance": 0.2,
+    }
+    assert noise.soft_labels(IDS).std.pow(2).item() == pytest.approx(0.2)
+    mean = Targets("mean", k=5, teacher_seeds=[1, 3]).describe()
+    assert (mean["k"], mean["uses_hard_labels"]) == (2, False)
+    assert json.loads(json.dumps(mean)) == mean
 
 
 def test_targets_refuse_unknown_cycles():

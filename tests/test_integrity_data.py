@@ -34,7 +34,7 @@ from speechbrain_rsc.data.cache import ManifestError
 from speechbrain_rsc.data.prepare import prepare_icbhi
 from speechbrain_rsc.data.synthetic import make_synthetic_icbhi
 from speechbrain_rsc.dataio import dataio_prep
-from speechbrain_rsc.distillation import select_teachers
+from speechbrain_rsc.distillation import Targets
 from speechbrain_rsc.ensemble import evaluate_banks, sweep
 from speechbrain_rsc.export import save_trained
 from speechbrain_rsc.metrics import confusion_matrix
@@ -105,13 +105,13 @@ def test_a_copied_run_folder_is_refused_naming_both_banks(tmp_path, capsys):
     with pytest.raises(BankMismatchError, match=message):
         sweep(banks, "train")
     with pytest.raises(BankMismatchError, match=message):
-        select_teachers(tmp_path, "mean", 2, backbone="cnn6")
+        Targets("mean", 2).select_teachers(tmp_path, backbone="cnn6")
     assert re.search(
         message,
         refused(capsys, [str(tmp_path), "--k", "2", "--split", "train"]),
     )
     shutil.rmtree(tmp_path / "1_copy")
-    chosen = select_teachers(tmp_path, "mean", 2, backbone="cnn6")
+    chosen = Targets("mean", 2).select_teachers(tmp_path, backbone="cnn6")
     assert [b.info["seed"] for b in chosen] == [1, 2]
 
 

@@ -154,6 +154,7 @@ def test_student_distills_from_teacher_banks(student):
     bank = LogitBank.load(student / BANK_FILENAME)
     assert bank.info["role"] == "student"
     assert bank.info["teacher_mode"] == "mean"
+    assert bank.info["targets"]["text"].startswith("the softmax of the mean")
     assert bank.info["teacher_seeds"] == [1, 2]
     assert bank.info["converged"] is True
     recorded = bank.info["metrics"]["test"]

@@ -3,8 +3,9 @@
 
 The paper's method: the student never sees the hard labels; its targets
 are built every epoch from the teachers' logits, looked up in their banks
-by cycle ID (``teacher_mode``: mean, random, single, curated,
-teacher_noise, raw_logits; and the baselines noise and hard).
+by cycle ID. The YAML's ``targets`` object says how (its knob
+``teacher_mode``: mean, random, single, curated, teacher_noise,
+raw_logits; and the baselines noise and hard).
 
 To run (from recipes/ICBHI), after training teachers with seeds 1..5::
 
@@ -24,7 +25,6 @@ import sys
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain_rsc.bank import read_manifest, stack_logits
 from speechbrain_rsc.brains import BrainOptions, DistillBrain, TrainingDiverged
-from speechbrain_rsc.distillation import build_soft_labels, select_teachers
 from speechbrain_rsc.errors import reported_errors
 from speechbrain_rsc.models import load_pretrained
 from speechbrain_rsc.provenance import teacher_identity
@@ -45,9 +45,9 @@ from speechbrain.utils.distributed import run_on_main
 logger = logging.getLogger(__name__)
 
 
-def soft_labels_for(mode, teachers, train_csv, seed, noise_variance):
+def soft_labels_for(targets, teachers, train_csv, seed):
     """Check the teachers against the student's manifest and build the
-    training targets of teacher mode ``mode``.
+    per-batch soft labels of ``targets``.
     """
     train_ids, _ = read_manifest(train_csv)
     teacher_logits = None
@@ -56,12 +56,11 @@ def soft_labels_for(mode, teachers, train_csv, seed, noise_variance):
             bank.check_manifest("train", train_ids)
         teacher_logits = stack_logits(teachers, "train", train_ids)
         logger.info(
-            "%s teacher from %s", mode, ", ".join(b.name for b in teachers)
+            "%s teacher from %s",
+            targets.mode,
+            ", ".join(b.name for b in teachers),
         )
-    options = {"variance": noise_variance} if mode == "noise" else {}
-    return build_soft_labels(
-        mode, train_ids, teacher_logits, seed=seed, **options
-    )
+    return targets.soft_labels(train_ids, teacher_logits, seed=seed)
 
 
 if __name__ == "__main__":
@@ -74,11 +73,9 @@ if __name__ == "__main__":
         protocol = Protocol.named(
             hparams["protocol"], hparams["valid_fraction"]
         )
-        teachers = select_teachers(
+        targets = hparams["targets"]
+        teachers = targets.select_teachers(
             hparams["teacher_bank"],
-            hparams["teacher_mode"],
-            hparams["k"],
-            seeds=hparams["teacher_seeds"],
             curate_on=protocol.select_on,
             backbone=hparams["teacher_backbone"],
         )
@@ -112,11 +109,7 @@ if __name__ == "__main__":
             synthetic_recordings=hparams["synthetic_recordings"],
         )
         soft_labels = soft_labels_for(
-            hparams["teacher_mode"],
-            teachers,
-            data.manifests["train"],
-            seed=hparams["seed"],
-            noise_variance=hparams["noise_variance"],
+            targets, teachers, data.manifests["train"], seed=hparams["seed"]
         )
         # Refuses a folder whose checkpoints were made from other data or
         # other teachers.
@@ -158,7 +151,8 @@ if __name__ == "__main__":
             "select_on": protocol.select_on,
             "duration": hparams["duration"],
             "pad": hparams["pad"],
-            "teacher_mode": hparams["teacher_mode"],
+            "teacher_mode": targets.mode,
+            "targets": targets.describe(),
             "teacher_backbone": hparams["teacher_backbone"]
             if teachers
             else None,

@@ -55,7 +55,7 @@ import yaml
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain_rsc.bank import BANK_FILENAME, find_banks
 from speechbrain_rsc.dataio import SYNTHETIC
-from speechbrain_rsc.distillation import select_teachers
+from speechbrain_rsc.distillation import Targets
 from speechbrain_rsc.ensemble import sweep, write_csv
 from speechbrain_rsc.errors import reported_errors
 from speechbrain_rsc.jobs import (
@@ -191,11 +191,15 @@ def check_finished(job, prepared):
         "run": run_identity(hparams),
     }
     if os.path.basename(script) == "distill.py":
-        teachers = select_teachers(
-            hparams["teacher_bank"],
+        # Plain hparams read objects as None: the same Targets, from its knobs
+        targets = Targets(
             hparams["teacher_mode"],
             hparams["k"],
-            seeds=hparams["teacher_seeds"],
+            teacher_seeds=hparams["teacher_seeds"],
+            noise_variance=hparams["noise_variance"],
+        )
+        teachers = targets.select_teachers(
+            hparams["teacher_bank"],
             curate_on=Protocol.named(
                 hparams["protocol"], hparams["valid_fraction"]
             ).select_on,
