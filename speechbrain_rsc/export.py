@@ -298,11 +298,13 @@ def export_ensemble(run_folders, out_folder, info=None):
             + ", ".join(f"{m[1]}: {p}" for m, p in zip(members, protocols))
             + ")"
         ]
+    select_on = {(c.get("info") or {}).get("select_on") for c in configs}
     facts = {
         **prep,
         "role": "ensemble",
         "backbone": "+".join(backbones),
         "protocol": protocols[0],
+        "select_on": select_on.pop() if len(select_on) == 1 else None,
         "members": [
             {
                 "name": key,

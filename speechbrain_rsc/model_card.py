@@ -13,7 +13,8 @@ matter is the Hugging Face hub's model metadata.
 Example
 -------
 >>> card = model_card({"backbone": "cnn6", "role": "student",
-...     "protocol": "validation", "teacher_mode": "mean",
+...     "protocol": "validation", "select_on": "valid",
+...     "targets": {"mode": "mean", "uses_teachers": True, "text": "..."},
 ...     "teacher_backbone": "bts", "teacher_seeds": [1, 2, 3, 4, 5],
 ...     "metrics": {"test": {"sp": 80.0, "se": 40.0, "score": 60.0}}})
 >>> "| test | 80.00 | 40.00 | 60.00 |" in card
@@ -108,40 +109,22 @@ $citation
 """
 )
 
-PROTOCOL_TEXT = {
-    "validation": (
-        "Protocol: **validation**. The checkpoint was selected (and curated "
+# What selecting on each split means, by the split a bank records
+# (``select_on``; speechbrain_rsc.recipe.Protocol decides it)
+SELECTION_TEXT = {
+    "valid": (
+        "The checkpoint was selected (and curated "
         "teachers were ranked) on a patient-disjoint validation split carved "
         "from the official training patients; the official test split was "
         "used only to report the scores below."
     ),
-    "paper": (
-        "Protocol: **paper**. As in the paper and its reference code, the "
+    "test": (
+        "As in the paper and its reference code, the "
         "checkpoint was selected (and curated teachers were ranked) on the "
         "official **test** split; there is no validation split. The test "
         "scores below are therefore optimistic, and comparable only to "
         "numbers selected the same way."
     ),
-}
-
-TEACHER_MODE_TEXT = {
-    "mean": "the softmax of the mean of the k teachers' logits",
-    "random": (
-        "the softmax of one of the k teachers' logits, drawn per cycle and "
-        "per epoch"
-    ),
-    "single": "the softmax of one teacher's logits",
-    "curated": (
-        "the softmax of the mean logits of the k teachers with the best "
-        "Score on the selection split"
-    ),
-    "teacher_noise": (
-        "one-hot labels plus Gaussian noise of the per-class variance of the "
-        "mean-teacher logits"
-    ),
-    "raw_logits": "the teachers' mean logits without softmax (an ablation)",
-    "noise": "one-hot labels plus Gaussian noise (no teacher)",
-    "hard": "one-hot labels (no teacher)",
 }
 
 PAPER_CITATION = """\
@@ -237,14 +220,19 @@ def _seeds(seeds):
 
 
 def _teachers(info):
-    """One sentence on how the targets were made."""
-    mode = info.get("teacher_mode")
-    if info.get("role") != "student" or mode is None:
+    """One sentence on how the targets were made: the description a
+    student's bank records (``targets``, from
+    :meth:`speechbrain_rsc.distillation.Targets.describe`).
+    """
+    if info.get("role") != "student":
         return "Trained on the hard (one-hot) labels."
-    seeds = info.get("teacher_seeds") or []
-    text = TEACHER_MODE_TEXT.get(mode, "not described here")
-    if mode in ("noise", "hard"):
+    targets = info.get("targets")
+    if targets is None:
+        return "How the targets were made is not recorded."
+    mode, text = targets["mode"], targets["text"]
+    if not targets["uses_teachers"]:
         return f"Distillation mode `{mode}`: targets were {text}."
+    seeds = info.get("teacher_seeds") or []
     backbone = info.get("teacher_backbone") or "not recorded"
     return (
         f"Distilled with soft labels, mode `{mode}`: targets were {text}. "
@@ -362,7 +350,7 @@ def model_card(info, per_device=None, source="<folder or org/name>"):
         ``backbone``, ``sample_rate``, ``duration``, ``pad``, ``role``
         (``teacher``, ``student`` or ``ensemble``), ``seed``, ``epoch``,
         ``parameters``, ``protocol``, ``metrics`` (split -> ``sp``, ``se``,
-        ``score`` in %), for a student ``teacher_mode``,
+        ``score`` in %), ``select_on``, for a student ``targets``,
         ``teacher_backbone``, ``teacher_seeds``, for an ensemble
         ``members`` (list of ``name``, ``run``, ``backbone``, ``info``).
         Missing facts are written as not recorded.
@@ -378,7 +366,8 @@ def model_card(info, per_device=None, source="<folder or org/name>"):
 
     Example
     -------
-    >>> card = model_card({"backbone": "bts", "protocol": "paper"},
+    >>> card = model_card({"backbone": "bts", "protocol": "paper",
+    ...     "select_on": "test"},
     ...     per_device=[{"device": "Meditron", "sp": 90.0, "score": 70.0}])
     >>> "| Meditron | 90.00 | 70.00 |" in card, "optimistic" in card
     (True, True)
@@ -416,12 +405,16 @@ def model_card(info, per_device=None, source="<folder or org/name>"):
         if info.get("converged") is False:
             training += " **Training did not converge.**"
     protocol = info.get("protocol")
-    protocol_text = PROTOCOL_TEXT.get(
-        protocol,
-        f"Protocol: {protocol or 'not recorded'}. Which split selected the "
-        "checkpoint is not one known protocol, so read the test scores with "
-        "care.",
-    )
+    if info.get("select_on") in SELECTION_TEXT:
+        protocol_text = (
+            f"Protocol: **{protocol}**. {SELECTION_TEXT[info['select_on']]}"
+        )
+    else:
+        protocol_text = (
+            f"Protocol: {protocol or 'not recorded'}. Which split selected "
+            "the checkpoint is not one known protocol, so read the test "
+            "scores with care."
+        )
     data_info = members[0].get("info", {}) if members else info
     uses_prompts = "bts" in backbone.split("+")
     prompt_note = (

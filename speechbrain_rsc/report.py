@@ -678,8 +678,8 @@ def loss_split(groups):
     """The split Figure 3's teacher loss is drawn on: the one that selected
     the checkpoints (test under the paper protocol).
     """
-    protocols = {key.protocol for key in groups}
-    return "test" if protocols == {"paper"} else "valid"
+    splits = {b.info["select_on"] for banks in groups.values() for b in banks}
+    return "test" if splits == {"test"} else "valid"
 
 
 def k_curves(groups, backbone, split="valid"):
@@ -1089,14 +1089,14 @@ UNCERTAINTY_TEXT = (
 def _experiment_section(groups, backbones, table2_k, folder, suffix, unc=None):
     """Markdown lines, CSVs and figures of one experiment."""
     protocol, data = next(iter(groups)).experiment
+    select_on = next(iter(groups.values()))[0].info["select_on"]
     stats = ["ece", "brier"] if unc else []
     cols = ["model", "n", "sp", "se", "score", *stats, "runs"]
     parts = [
         f"Data `{data}` (the same split at any sample rate); "
         f"preparations: {_data_line(groups)}.",
         f"Protocol: {protocol} (checkpoints selected, and curated teachers "
-        f"ranked, on the {'test' if protocol == 'paper' else 'valid'} "
-        "split).",
+        f"ranked, on the {select_on} split).",
         "",
     ]
     if unc:

@@ -14,6 +14,7 @@ import torch
 from speechbrain.utils.fetching import FetchConfig
 
 from speechbrain_rsc.bank import BANK_FILENAME, LogitBank
+from speechbrain_rsc.distillation import Targets
 from speechbrain_rsc.export import HPARAMS_FILE, export_ensemble, save_trained
 from speechbrain_rsc.inference import RespiratoryClassifier
 from speechbrain_rsc.model_card import CARD_FILE, write_model_card
@@ -221,7 +222,12 @@ def test_exported_ensemble_card_scores_from_the_banks(tmp_path):
     labels = torch.tensor([0, 1, 2, 0, 3, 0])
     runs = tmp_path / "runs"
     for seed in (1, 2):
-        tiny_run(runs / str(seed) / "model", seed, protocol="validation")
+        tiny_run(
+            runs / str(seed) / "model",
+            seed,
+            protocol="validation",
+            select_on="valid",
+        )
         logits = torch.nn.functional.one_hot(labels, 4).float()
         logits[1] = torch.tensor([1.0, 0, 0, 0])  # one crackle missed
         bank = LogitBank(
@@ -265,8 +271,15 @@ def test_ensemble_of_different_preparations_refused(tmp_path, change, named):
 
 
 def test_ensemble_of_mixed_protocols_says_so(tmp_path):
-    tiny_run(tmp_path / "runs" / "1" / "model", 1, protocol="validation")
-    tiny_run(tmp_path / "runs" / "2" / "model", 2, protocol="paper")
+    tiny_run(
+        tmp_path / "runs" / "1" / "model",
+        1,
+        protocol="validation",
+        select_on="valid",
+    )
+    tiny_run(
+        tmp_path / "runs" / "2" / "model", 2, protocol="paper", select_on="test"
+    )
     export_ensemble([tmp_path / "runs"], tmp_path / "ens")
     card = (tmp_path / "ens" / CARD_FILE).read_text()
     assert "Protocol: mixed (1: validation, 2: paper)" in card
@@ -286,7 +299,9 @@ STUDENT_INFO = {
     "seed": 2,
     "epoch": 17,
     "protocol": "paper",
+    "select_on": "test",
     "teacher_mode": "mean",
+    "targets": Targets("mean", k=5).describe(),
     "teacher_backbone": "bts",
     "teacher_seeds": [1, 2, 3, 4, 5],
     "metrics": {"test": {"sp": 81.25, "se": 47.5, "score": 64.375}},

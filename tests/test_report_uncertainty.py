@@ -19,7 +19,7 @@ LABELS = torch.tensor(LABELS)
 
 
 def save(folder, logits, **info):
-    info = {"protocol": "validation", **info}
+    info = {"protocol": "validation", "select_on": "valid", **info}
     info["metrics"] = {"test": score_logits(logits, LABELS)}
     bank = LogitBank({"test": IDS}, {"test": logits}, {"test": LABELS}, info)
     folder.mkdir(parents=True)
