@@ -605,7 +605,7 @@ def check_k(k):
     >>> check_k(0)
     Traceback (most recent call last):
     ...
-    speechbrain_rsc.errors.SelectionError: k must be a positive integer (1, 2, ...), not 0
+    speechbrain_rsc.errors.SelectionError: k must be a positive integer ...
     """
     if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
         raise SelectionError(
