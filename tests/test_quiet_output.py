@@ -43,12 +43,17 @@ def test_ast_folder_loads_without_transformers_report(tmp_path, capsys):
     root = logging.getLogger()
     handler = logging.StreamHandler(sys.stdout)
     root.addHandler(handler)
+    # transformers' report is a warning; our own INFO lines do not count
+    # (an earlier test may have set the root logger to INFO)
+    level = root.level
+    root.setLevel(logging.WARNING)
     hf_logging.enable_propagation()
     try:
         AST(pretrained_path=str(tmp_path / "ast"), duration=1.0, **TINY_AST)
     finally:
         hf_logging.disable_propagation()
         root.removeHandler(handler)
+        root.setLevel(level)
     out, err = capsys.readouterr()
     assert out == ""
     assert "LOAD REPORT" not in err
