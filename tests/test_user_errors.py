@@ -164,3 +164,8 @@ def test_a_folder_of_another_run_is_refused_before_any_fetch(
             "--output_folder",
             folder,
         )
+
+
+def test_the_readme_names_the_debug_variable():
+    readme = (RECIPE.parents[1] / "README.md").read_text()
+    assert f"{DEBUG_VARIABLE}=1" in readme
