@@ -12,6 +12,7 @@ Example
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 from speechbrain_rsc.errors import WriteError
@@ -37,11 +38,10 @@ def write_atomically(path, write):
     )
     os.close(fd)
     try:
-        write(tmp)
-        with_umask_mode(tmp)  # after: some writers replace the file
-        os.replace(tmp, path)
-    except (OSError, RuntimeError) as error:
-        raise write_failure(path, error) from error
+        with write_failures_named(path):
+            write(tmp)
+            with_umask_mode(tmp)  # after: some writers replace the file
+            os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -79,32 +79,50 @@ def write_text_atomically(path, write):
     write_atomically(path, to_file)
 
 
-def write_failure(path, error):
-    """An ``OSError`` for a failed write that names the file, the cause and
-    the space left on its filesystem (a full disk shows in torch as
-    ``basic_ios::clear: iostream error``, which names neither).
+FULL_DISK_MIB = 64  # less free space than this: the disk is full
+
+
+@contextmanager
+def write_failures_named(path):
+    """Re-raise a failed write of ``path`` as a :class:`WriteError` that
+    names the file, the cause and the space left on its filesystem (a full
+    disk shows in torch as ``basic_ios::clear: iostream error``, which
+    names neither). An ``OSError`` always is one; a ``RuntimeError`` only
+    when the disk is full, else it is a bug and keeps its traceback.
 
     Example
     -------
     >>> import tempfile
-    >>> error = RuntimeError("basic_ios::clear: iostream error")
-    >>> str(write_failure(tempfile.mkdtemp(), error))  # doctest: +ELLIPSIS
-    'could not write /...: basic_ios::clear: iostream error (... free on ...
+    >>> try:
+    ...     with write_failures_named(tempfile.mkdtemp()):
+    ...         raise OSError("Read-only file system")
+    ... except WriteError as error:
+    ...     print(str(error))  # doctest: +ELLIPSIS
+    could not write /...: Read-only file system (... MiB free on ...)
     """
-    path = Path(path)
-    where = next((p for p in (path, *path.parents) if p.exists()), path)
     try:
-        usage = shutil.disk_usage(where)
-    except OSError:
-        return WriteError(f"could not write {path}: {error}")
-    free_mib = usage.free / 2**20
-    hint = (
-        f"; the disk holding {where} is full: free space and rerun (the "
-        "run resumes from its last complete checkpoint)"
-        if free_mib < 64
-        else ""
-    )
-    return WriteError(
-        f"could not write {path}: {error} ({free_mib:.0f} MiB free on the "
-        f"filesystem of {where}){hint}"
-    )
+        yield
+    except (OSError, RuntimeError) as error:
+        path = Path(path)
+        where = next((p for p in (path, *path.parents) if p.exists()), path)
+        try:
+            free_mib = shutil.disk_usage(where).free / 2**20
+        except OSError:
+            free_mib = None
+        full = free_mib is not None and free_mib < FULL_DISK_MIB
+        if isinstance(error, RuntimeError) and not full:
+            raise
+        space = (
+            ""
+            if free_mib is None
+            else f" ({free_mib:.0f} MiB free on the filesystem of {where})"
+        )
+        hint = (
+            f"; the disk holding {where} is full: free space and rerun (the "
+            "run resumes from its last complete checkpoint)"
+            if full
+            else ""
+        )
+        raise WriteError(
+            f"could not write {path}: {error}{space}{hint}"
+        ) from error

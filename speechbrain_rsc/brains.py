@@ -30,7 +30,7 @@ from torch.nn.parallel import DistributedDataParallel
 from speechbrain_rsc.bank import LogitBank
 from speechbrain_rsc.data.schema import N_CLASSES
 from speechbrain_rsc.distillation import soft_cross_entropy
-from speechbrain_rsc.errors import RecipeError
+from speechbrain_rsc.errors import OptionError, RecipeError
 from speechbrain_rsc.metrics import ICBHIStats, mean_logits
 from speechbrain_rsc.sampling import EpochShuffle
 from speechbrain_rsc.trained_model import load_trained
@@ -133,10 +133,10 @@ def _check_grad_norm(max_grad_norm):
     >>> _check_grad_norm(-1.0)
     Traceback (most recent call last):
     ...
-    ValueError: max_grad_norm -1.0 must be positive...
+    speechbrain_rsc.errors.OptionError: max_grad_norm -1.0 must be...
     """
     if not max_grad_norm > 0:
-        raise ValueError(
+        raise OptionError(
             f"max_grad_norm {max_grad_norm} must be positive: SpeechBrain "
             "passes it to clip_grad_norm_, which turns a negative value "
             "into gradient ascent. Use .inf (YAML) or inf (command line) "

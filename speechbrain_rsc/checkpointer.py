@@ -27,7 +27,7 @@ import yaml
 from speechbrain.utils.checkpoints import METAFNAME, PARAMFILE_EXT, Checkpoint
 from speechbrain.utils.checkpoints import Checkpointer as _SBCheckpointer
 
-from speechbrain_rsc.atomic import write_failure
+from speechbrain_rsc.atomic import write_failures_named
 from speechbrain_rsc.errors import WriteError
 
 logger = logging.getLogger(__name__)
@@ -104,12 +104,10 @@ class Checkpointer(_SBCheckpointer):
 
     def save_checkpoint(self, *args, **kwargs):
         """SpeechBrain's save; a failed write (a full disk, a read-only
-        folder) is an ``OSError`` naming the folder and the free space.
+        folder) is a ``WriteError`` naming the folder and the free space.
         """
-        try:
+        with write_failures_named(self.checkpoints_dir):
             return super().save_checkpoint(*args, **kwargs)
-        except (OSError, RuntimeError) as error:
-            raise write_failure(self.checkpoints_dir, error) from error
 
     def list_checkpoints(self):
         """All readable checkpoints in the checkpoints folder.

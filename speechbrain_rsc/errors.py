@@ -31,7 +31,11 @@ class RecipeError(Exception):
     """
 
 
-class SelectionError(RecipeError, ValueError):
+class OptionError(RecipeError, ValueError):
+    """An option value the recipe cannot use (named, with what to set)."""
+
+
+class SelectionError(OptionError):
     """A teacher selection that cannot be made (``--k``, seeds, mode)."""
 
 

@@ -22,7 +22,7 @@ from speechbrain_rsc.bank import BANK_FILENAME, LogitBank
 from speechbrain_rsc.brains import NoTrainingError
 from speechbrain_rsc.dataio import SYNTHETIC, dataio_prep, resolve_data_folder
 from speechbrain_rsc.ensemble import bank_breakdown, evaluate_banks
-from speechbrain_rsc.errors import SelectionError
+from speechbrain_rsc.errors import OptionError
 from speechbrain_rsc.export import save_trained
 from speechbrain_rsc.hashing import sha256_file
 from speechbrain_rsc.provenance import (
@@ -68,7 +68,7 @@ class Protocol:
             return cls(name, float(valid_fraction), "valid")
         if name == "paper":
             return cls(name, 0.0, "test")
-        raise SelectionError(
+        raise OptionError(
             f"protocol must be validation or paper, not {name!r}"
         )
 
@@ -297,7 +297,7 @@ def selection_set(protocol, data):
         )
         return data.datasets["test"]
     if len(data.datasets["valid"]) == 0:
-        raise SelectionError(
+        raise OptionError(
             f"the validation split is empty: {empty_valid_reason(data)}; "
             "set protocol: paper to select on the test split instead"
         )

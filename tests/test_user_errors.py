@@ -115,6 +115,7 @@ def test_debug_variable_shows_the_traceback_of_a_refusal(monkeypatch):
         "data.cache.ManifestError",
         "data.icbhi.ICBHIFormatError",
         "errors.WriteError",
+        "errors.OptionError",
     ],
 )
 def test_every_refusal_is_a_recipe_error(name):
@@ -169,3 +170,10 @@ def test_a_folder_of_another_run_is_refused_before_any_fetch(
 def test_the_readme_names_the_debug_variable():
     readme = (RECIPE.parents[1] / "README.md").read_text()
     assert f"{DEBUG_VARIABLE}=1" in readme
+
+
+def test_a_clip_value_that_would_change_gradients_is_a_refusal():
+    from speechbrain_rsc.brains import _check_grad_norm
+
+    with pytest.raises(RecipeError, match="gradient ascent"):
+        _check_grad_norm(-1.0)
