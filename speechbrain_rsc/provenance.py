@@ -60,8 +60,9 @@ DATA_OPTIONS = (
 )
 
 
-# Keys of a recipe YAML that do not change what a run computes: paths (the
-# data and the teachers are identified by content) and speed knobs.
+# Keys of a recipe YAML that do not change what a run trains: paths (the
+# data and the teachers are identified by content), speed knobs and the
+# intervals' resampling.
 NOT_RUN_DEFINING = frozenset(
     {
         "output_folder",
@@ -76,6 +77,9 @@ NOT_RUN_DEFINING = frozenset(
         "num_workers",
         "channels_last",
         "test_dataloader_opts",
+        # how the bank's intervals are computed, not what is trained
+        "bootstrap",
+        "bootstrap_seed",
     }
 )
 

@@ -218,3 +218,19 @@ def test_a_full_disk_is_named_when_exporting(tmp_path, monkeypatch):
         write_atomically(target, full)
     assert str(target) in str(error.value)
     assert list(target.parent.iterdir()) == []
+
+
+def test_a_writer_bug_is_not_mistaken_for_a_full_disk(tmp_path):
+    def buggy(tmp):
+        raise RuntimeError("a bug in the writer")
+
+    target = tmp_path / "model" / "model.ckpt"
+    with pytest.raises(RuntimeError, match="a bug in the writer") as error:
+        write_atomically(target, buggy)
+    assert not isinstance(error.value, OSError)
+    assert list(target.parent.iterdir()) == []
+
+
+def test_another_bootstrap_resumes_the_same_run(finished, shared):
+    teacher(finished, shared, bootstrap=0)
+    assert run_is_complete(finished)[0]
