@@ -43,7 +43,6 @@ import argparse
 import contextlib
 import json
 import math
-import os
 import re
 import sys
 from dataclasses import replace
@@ -78,6 +77,7 @@ from speechbrain_rsc.export import HPARAMS_FILE, load_exported_ensemble
 from speechbrain_rsc.fused import FusedEnsemble, make_ensemble
 from speechbrain_rsc.model_card import ENSEMBLE_FILE
 from speechbrain_rsc.models.folding import for_inference
+from speechbrain_rsc.models.weights import hub_snapshot
 from speechbrain_rsc.trained_model import (
     CONFIG_FILE,
     NoModelError,
@@ -141,8 +141,6 @@ folder, a folder of runs or a model ID
             "ID (org/name); give a model folder, a folder of runs or a "
             "model ID"
         )
-    from speechbrain_rsc.models.weights import hub_snapshot
-
     repo_id, pinned = match.groups()
     try:
         return Path(
@@ -150,8 +148,6 @@ folder, a folder of runs or a model ID
                 repo_id,
                 revision=revision or pinned,
                 allow_patterns=MODEL_FILES,
-                # read when called, as the weights resolver does
-                cache_dir=os.environ.get("HF_HUB_CACHE") or None,
             )
         )
     except Exception as error:  # the hub raises many kinds
