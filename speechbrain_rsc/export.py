@@ -45,7 +45,6 @@ from speechbrain_rsc.bank import BANK_FILENAME, LogitBank
 from speechbrain_rsc.brains import EnsembleModel
 from speechbrain_rsc.ensemble import bank_breakdown, evaluate_banks
 from speechbrain_rsc.model_card import ENSEMBLE_FILE, write_model_card
-from speechbrain_rsc.models import build_backbone
 from speechbrain_rsc.trained_model import (
     CONFIG_FILE,
     WEIGHTS_FILE,
@@ -54,6 +53,7 @@ from speechbrain_rsc.trained_model import (
     preparation,
     read_config,
     read_weights,
+    rebuild,
     save_model,
 )
 
@@ -130,11 +130,10 @@ def load_exported_ensemble(folder):
     """
     folder = Path(folder)
     facts = json.loads((folder / ENSEMBLE_FILE).read_text(encoding="utf-8"))
-    loaded = []
-    for member in facts["members"]:
-        model = build_backbone(member["backbone"], member["options"])
-        model.load_state_dict(read_weights(folder / f"{member['name']}.ckpt"))
-        loaded.append(model.eval())
+    loaded = [
+        rebuild(m["backbone"], m["options"], folder / f"{m['name']}.ckpt")
+        for m in facts["members"]
+    ]
     prep = {key: facts[key] for key in ("sample_rate", "duration", "pad")}
     return EnsembleModel(loaded), prep, [m["run"] for m in facts["members"]]
 

@@ -142,12 +142,19 @@ def load_trained(folder, map_location="cpu"):
     config : dict
         The folder's ``model.json``.
     """
+    folder = Path(folder)
     config = read_config(folder)
-    model = build_backbone(config["name"], config["options"])
-    state = read_weights(Path(folder) / WEIGHTS_FILE)
-    model.load_state_dict(state)
-    model.to(map_location)
-    return model.eval(), config
+    model = rebuild(config["name"], config["options"], folder / WEIGHTS_FILE)
+    return model.to(map_location), config
+
+
+def rebuild(name, options, weights):
+    """Backbone ``name`` built with ``options``, the weights of the
+    safetensors file ``weights`` loaded strictly, in eval mode.
+    """
+    model = build_backbone(name, options)
+    model.load_state_dict(read_weights(weights))
+    return model.eval()
 
 
 class NoModelError(RecipeError, FileNotFoundError):
