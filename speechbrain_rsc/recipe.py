@@ -68,9 +68,7 @@ class Protocol:
             return cls(name, float(valid_fraction), "valid")
         if name == "paper":
             return cls(name, 0.0, "test")
-        raise OptionError(
-            f"protocol must be validation or paper, not {name!r}"
-        )
+        raise OptionError(f"protocol must be validation or paper, not {name!r}")
 
 
 def read_plain_hparams(hparams_file, overrides=None):
