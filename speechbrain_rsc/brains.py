@@ -248,8 +248,8 @@ class RSCBrain(sb.Brain):
                 raise RuntimeError(
                     f"modules.{name} declares the pretrained weights "
                     f"{module.pending_weights} but they were never loaded: "
-                    "call speechbrain_rsc.models.load_pretrained on it "
-                    "first, or set use_pretrained: False"
+                    "run its Pretrainer first (collect_files, then "
+                    "load_collected), or set use_pretrained: False"
                 )
         self.options = options or BrainOptions.from_hparams(hparams)
         run_opts = _with_cuda_precision(run_opts, self.options.cuda_precision)

@@ -25,9 +25,9 @@ tensors.
 
 Example
 -------
->>> import tempfile, torch
->>> model = torch.nn.Linear(2, 4)
->>> model.backbone_config = {"name": "linear", "options": {}}
+>>> import tempfile
+>>> from speechbrain_rsc.models.cnn6 import CNN6
+>>> model = CNN6(channels=[4, 8, 8, 8])
 >>> folder = tempfile.mkdtemp()
 >>> save_trained(model, folder, {"seed": 1})
 >>> read_config(folder)["info"]
@@ -45,6 +45,7 @@ from speechbrain_rsc.bank import BANK_FILENAME, LogitBank
 from speechbrain_rsc.brains import EnsembleModel
 from speechbrain_rsc.ensemble import bank_breakdown, evaluate_banks
 from speechbrain_rsc.model_card import ENSEMBLE_FILE, write_model_card
+from speechbrain_rsc.models import BACKBONES
 from speechbrain_rsc.trained_model import (
     CONFIG_FILE,
     WEIGHTS_FILE,
@@ -139,13 +140,20 @@ def load_exported_ensemble(folder):
 
 
 def _backbone_yaml(key, config):
-    # JSON is YAML: the options keep their exact values and quoting.
-    options = json.dumps(config.get("options") or {})
+    # The model as a recipe YAML declares it: its class with its options
+    # (JSON is YAML: the values keep their exact types and quoting).
+    cls = BACKBONES[config["name"]]
+    options = config.get("options") or {}
+    head = f"{key}: !new:{cls.__module__}.{cls.__qualname__}"
+    if not options:
+        return head + " {}\n"
     return (
-        f"{key}: !apply:speechbrain_rsc.models.build_backbone\n"
-        f"    name: {json.dumps(config['name'])}\n"
-        f"    options: {options}\n"
-        "    use_pretrained: False\n"
+        head
+        + "\n"
+        + "".join(
+            f"    {name}: {json.dumps(value)}\n"
+            for name, value in options.items()
+        )
     )
 
 

@@ -515,10 +515,10 @@ def write_model_card(
 
     Example
     -------
-    >>> import tempfile, torch
+    >>> import tempfile
     >>> from speechbrain_rsc.export import save_trained
-    >>> model = torch.nn.Linear(2, 4)
-    >>> model.backbone_config = {"name": "linear", "options": {}}
+    >>> from speechbrain_rsc.models.cnn6 import CNN6
+    >>> model = CNN6(channels=[4, 8, 8, 8])
     >>> folder = tempfile.mkdtemp()
     >>> save_trained(model, folder, {"seed": 3})
     >>> card = write_model_card(folder, {"metrics": {"test": {"score": 61}}})

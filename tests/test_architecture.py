@@ -49,8 +49,9 @@ def test_the_recipe_names_the_sizes_to_declare(hub, tmp_path):
     assert len(message.splitlines()) == 1
     assert "hidden_size: 768 declared, 32 in the weights" in message
     assert "num_hidden_layers: 12 declared, 1 in the weights" in message
-    assert 'backbone_options: {"hidden_size": 32, "num_hidden_layers": 1' in (
-        message
+    assert (
+        'the model\'s options: {"hidden_size": 32, "num_hidden_layers": 1'
+        in (message)
     )
 
 
@@ -71,11 +72,7 @@ def test_a_declared_small_ast_trains_exports_and_loads(
     wavs,
 ):
     hub.add(SOURCE, write_ast)
-    sizes = ", ".join(f"{k}: {v}" for k, v in TINY_AST.items())
-    model = teacher(
-        tmp_path,
-        backbone_options=f"{{spec_augment: False, duration: 1.0, {sizes}}}",
-    )
+    model = teacher(tmp_path, spec_augment=False, **TINY_AST)
     options = json.loads((model / CONFIG_FILE).read_text())["options"]
     assert {k: options[k] for k in TINY_AST} == TINY_AST
     assert options["num_mel_bins"] == 128  # the resolved architecture

@@ -81,8 +81,8 @@ def test_save_trained_writes_a_speechbrain_model_folder(student):
     names = sorted(p.name for p in student.iterdir())
     assert names == [CARD_FILE, HPARAMS_FILE, "model.ckpt", "model.json"]
     text = (student / HPARAMS_FILE).read_text()
-    assert "!apply:speechbrain_rsc.models.build_backbone" in text
-    assert '{"channels": [4, 8, 8, 8]}' in text
+    assert "model: !new:speechbrain_rsc.models.cnn6.CNN6\n" in text
+    assert "    channels: [4, 8, 8, 8]\n" in text
     # weights are found through the from_hparams source, not a path
     assert "paths:" not in text
 
@@ -300,7 +300,6 @@ STUDENT_INFO = {
     "epoch": 17,
     "protocol": "paper",
     "select_on": "test",
-    "teacher_mode": "mean",
     "targets": Targets("mean", k=5).describe(),
     "teacher_backbone": "bts",
     "teacher_seeds": [1, 2, 3, 4, 5],

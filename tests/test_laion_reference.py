@@ -88,7 +88,7 @@ def laion(tmp_path_factory):
 
 def test_audio_embeddings_match_laion_clap(laion):
     clap, path = laion
-    ours = AudioCLAP(pretrained_path=str(path)).eval()
+    ours = AudioCLAP().load_pretrained(str(path)).eval()
     wavs = _two_cycles()
     with torch.no_grad():
         # laion_clap's features and forward (repeatpad to 10 s), normalised

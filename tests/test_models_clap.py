@@ -216,7 +216,7 @@ def test_state_dict_carries_the_tokenizer(tmp_path):
 def test_hf_folder_round_trip(tmp_path):
     model = BTS(clap_config=SMALL)
     model.save_pretrained(tmp_path / "clap")
-    loaded = BTS(pretrained_path=str(tmp_path / "clap"), clap_config=SMALL)
+    loaded = BTS(clap_config=SMALL).load_pretrained(str(tmp_path / "clap"))
     assert_same_tensors(loaded.clap.state_dict(), model.clap.state_dict())
     assert loaded.tokenizer.get_vocab() == model.tokenizer.get_vocab()
     loaded.head.load_state_dict(model.head.state_dict())
@@ -226,7 +226,7 @@ def test_hf_folder_round_trip(tmp_path):
             loaded.eval()(wavs, prompts=[PROMPT_B]),
             model.eval()(wavs, prompts=[PROMPT_B]),
         )
-    audio = AudioCLAP(pretrained_path=str(tmp_path / "clap"), clap_config=SMALL)
+    audio = AudioCLAP(clap_config=SMALL).load_pretrained(str(tmp_path / "clap"))
     audio_state = {
         k: v
         for k, v in model.clap.state_dict().items()
@@ -234,19 +234,33 @@ def test_hf_folder_round_trip(tmp_path):
     }
     assert_same_tensors(audio.clap.state_dict(), audio_state)
     audio.save_pretrained(tmp_path / "audio")
-    again = AudioCLAP(
-        pretrained_path=str(tmp_path / "audio"), clap_config=SMALL_AUDIO
+    again = AudioCLAP(clap_config=SMALL_AUDIO).load_pretrained(
+        str(tmp_path / "audio")
     )
     assert_same_tensors(again.clap.state_dict(), audio_state)
     with pytest.raises(CheckpointError, match="BTS needs a full ClapModel"):
-        BTS(pretrained_path=str(tmp_path / "audio"), clap_config=SMALL)
+        BTS(clap_config=SMALL).load_pretrained(str(tmp_path / "audio"))
     # the declared architecture is the one built: other sizes are named
     with pytest.raises(
         CheckpointError,
         match=r"another architecture than declared \(audio_config.hidden"
         r"_size: 768 declared, 32 in the weights",
     ):
-        BTS(pretrained_path=str(tmp_path / "clap"))
+        BTS().load_pretrained(str(tmp_path / "clap"))
+
+
+def test_clap_folder_with_other_settings_is_refused_naming_them(tmp_path):
+    other = {
+        **SMALL,
+        "audio_config": {**SMALL["audio_config"], "mlp_ratio": 2.0},
+    }
+    BTS(clap_config=other).save_pretrained(tmp_path / "clap")
+    with pytest.raises(CheckpointError) as error:
+        BTS(clap_config=SMALL).load_pretrained(tmp_path / "clap")
+    assert "audio_config.mlp_ratio: 4.0 declared, 2.0 in the weights'" in str(
+        error.value
+    )
+    BTS(clap_config=other).load_pretrained(tmp_path / "clap")
 
 
 def test_empty_or_five_token_tokenizer_refused(tmp_path):
@@ -254,11 +268,11 @@ def test_empty_or_five_token_tokenizer_refused(tmp_path):
     # empty 5-token RoBERTa tokenizer instead of raising.
     ClapModel(ClapConfig(**SMALL)).save_pretrained(tmp_path / "bare")
     with pytest.raises(TokenizerError, match="5 tokens.*padding id 0"):
-        BTS(pretrained_path=str(tmp_path / "bare"), clap_config=SMALL)
+        BTS(clap_config=SMALL).load_pretrained(str(tmp_path / "bare"))
     BTS(clap_config=SMALL).save_pretrained(tmp_path / "clap")
     RobertaTokenizer().save_pretrained(tmp_path / "clap")  # 5 tokens
     with pytest.raises(TokenizerError, match="5 tokens"):
-        BTS(pretrained_path=str(tmp_path / "clap"), clap_config=SMALL)
+        BTS(clap_config=SMALL).load_pretrained(str(tmp_path / "clap"))
     (tmp_path / "empty").mkdir()
     with pytest.raises(TokenizerError, match="no tokenizer could be loaded"):
         BTS(clap_config=SMALL, tokenizer_path=str(tmp_path / "empty"))
@@ -391,15 +405,13 @@ def test_laion_checkpoint_through_pretrained_path(tmp_path):
     path = tmp_path / "630k-small.pt"
     write_laion_checkpoint(path, reference)
     with pytest.raises(ValueError, match="tokenizer_path"):
-        BTS(pretrained_path=str(path), clap_config=SMALL)
+        BTS(clap_config=SMALL).load_pretrained(str(path))
     build_prompt_tokenizer().save_pretrained(tmp_path / "tok")
     bts = BTS(
-        pretrained_path=str(path),
-        clap_config=SMALL,
-        tokenizer_path=str(tmp_path / "tok"),
-    )
+        clap_config=SMALL, tokenizer_path=str(tmp_path / "tok")
+    ).load_pretrained(str(path))
     assert_same_tensors(bts.clap.state_dict(), reference.state_dict())
-    audio = AudioCLAP(pretrained_path=str(path), clap_config=SMALL_AUDIO)
+    audio = AudioCLAP(clap_config=SMALL_AUDIO).load_pretrained(str(path))
     expected = {
         k: v
         for k, v in reference.state_dict().items()
@@ -413,12 +425,10 @@ def test_laion_checkpoint_needing_unsafe_pickle(tmp_path):
     path = tmp_path / "laion.pt"
     write_laion_checkpoint(path, reference, argparse.Namespace(lr=1e-4))
     with pytest.raises(CheckpointError, match="allow_unsafe_pickle=True"):
-        AudioCLAP(pretrained_path=str(path), clap_config=SMALL_AUDIO)
+        AudioCLAP(clap_config=SMALL_AUDIO).load_pretrained(str(path))
     audio = AudioCLAP(
-        pretrained_path=str(path),
-        clap_config=SMALL_AUDIO,
-        allow_unsafe_pickle=True,
-    )
+        clap_config=SMALL_AUDIO, allow_unsafe_pickle=True
+    ).load_pretrained(str(path))
     key = "audio_projection.linear1.weight"
     assert torch.equal(
         audio.clap.state_dict()[key], reference.state_dict()[key]
@@ -431,4 +441,4 @@ def test_laion_checkpoint_of_wrong_size_refused(tmp_path):
     write_laion_checkpoint(path, reference)
     wider = dict(SMALL_AUDIO, projection_dim=16)
     with pytest.raises(CheckpointError, match="shape mismatch"):
-        AudioCLAP(pretrained_path=str(path), clap_config=wider)
+        AudioCLAP(clap_config=wider).load_pretrained(str(path))

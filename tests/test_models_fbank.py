@@ -243,8 +243,8 @@ def test_cnn6_loads_panns_checkpoint(tmp_path, n_mels):
     torch.manual_seed(0)
     fresh = BACKBONES["cnn6"](channels=widths, n_mels=n_mels)
     torch.manual_seed(0)
-    model = BACKBONES["cnn6"](
-        pretrained_path=path, channels=widths, n_mels=n_mels
+    model = BACKBONES["cnn6"](channels=widths, n_mels=n_mels).load_pretrained(
+        path
     )
     mine = model.state_dict()
     carried = [k for k in state if k in mine and not k.startswith("bn0.")]
@@ -267,7 +267,7 @@ def test_wrong_checkpoints_and_missing_files_are_named(tmp_path):
     path = tmp_path / "Cnn10.pth"
     torch.save({"model": state}, path)
     with pytest.raises(CheckpointError) as error:
-        BACKBONES["cnn6"](pretrained_path=path, channels=(8, 16, 16, 32))
+        BACKBONES["cnn6"](channels=(8, 16, 16, 32)).load_pretrained(path)
     message = str(error.value)
     assert "Cnn10.pth does not fit CNN6" in message
     assert "unexpected (1): conv_block1.conv2.weight" in message
@@ -275,15 +275,15 @@ def test_wrong_checkpoints_and_missing_files_are_named(tmp_path):
     # full-size PANNs weights into a narrow CNN6: shape mismatches
     torch.save({"model": panns_cnn6_state()}, tmp_path / "wide.pth")
     with pytest.raises(CheckpointError, match="wide.pth.*shape mismatch"):
-        BACKBONES["cnn6"](
-            pretrained_path=tmp_path / "wide.pth", channels=(8, 16, 16, 32)
+        BACKBONES["cnn6"](channels=(8, 16, 16, 32)).load_pretrained(
+            tmp_path / "wide.pth"
         )
     torch.save(state, tmp_path / "flat.pth")
     with pytest.raises(CheckpointError, match="flat.pth: no 'model' entry"):
-        BACKBONES["cnn6"](pretrained_path=tmp_path / "flat.pth")
+        BACKBONES["cnn6"]().load_pretrained(tmp_path / "flat.pth")
     for name in FIRST_LAYER:
         with pytest.raises(FileNotFoundError, match="nothing.pth"):
-            BACKBONES[name](pretrained_path=tmp_path / "nothing.pth")
+            BACKBONES[name]().load_pretrained(tmp_path / "nothing.pth")
 
 
 def test_load_matching_refuses_non_tensors_and_keeps_allowed_fresh():
@@ -333,7 +333,7 @@ def test_timm_imagenet_file_adapts_first_conv_and_drops_classifier(
     assert imagenet[first].shape[1] == 3 and imagenet[f"{head}weight"].shape[0]
     path = tmp_path / filename
     save_weights(imagenet, path)
-    model = BACKBONES[name](pretrained_path=path)
+    model = BACKBONES[name]().load_pretrained(path)
     mine = model.net.state_dict()
     assert torch.allclose(mine[first], imagenet[first].sum(1, keepdim=True))
     assert mine[f"{head}weight"].shape[0] == 4
@@ -355,7 +355,7 @@ def test_timm_wrong_architecture_is_named(tmp_path):
     path = tmp_path / "effnet.pth"
     torch.save(timm.create_model("efficientnet_b0").state_dict(), path)
     with pytest.raises(CheckpointError, match="effnet.pth does not fit ResNet"):
-        BACKBONES["resnet18"](pretrained_path=path)
+        BACKBONES["resnet18"]().load_pretrained(path)
 
 
 # --- AST: transformers folders and the original checkpoint -----------------
@@ -433,13 +433,29 @@ def test_ast_loads_a_transformers_folder(tmp_path, layout):
         source.config.save_pretrained(folder)
         state = legacy_hub_state(source.state_dict())
         save_file(state, str(folder / "model.safetensors"), {"format": "pt"})
-    model = AST(pretrained_path=folder, spec_augment=False, **SMALL_AST)
+    model = AST(spec_augment=False, **SMALL_AST).load_pretrained(folder)
     assert model.encoder.config.max_length == 798
     assert model.encoder.config.hidden_size == SMALL_AST["hidden_size"]
     assert_ast_weights_arrived(model, source)
     assert model(torch.zeros(1, 128000)).shape == (1, 4)
     with pytest.raises(ValueError, match="built for 798 frames, got 98"):
         model(torch.zeros(1, 16000))
+
+
+def test_ast_folder_with_other_settings_is_refused_naming_them(tmp_path):
+    """The model is built from its options before its weights are read:
+    a folder whose config sets a dropout otherwise is refused, not
+    half-taken."""
+    ASTModel(
+        ASTConfig(**SMALL_AST, hidden_dropout_prob=0.3, max_length=1024)
+    ).save_pretrained(tmp_path / "ast")
+    with pytest.raises(CheckpointError) as error:
+        AST(**SMALL_AST).load_pretrained(tmp_path / "ast")
+    message = str(error.value)
+    assert "hidden_dropout_prob: 0.0 declared, 0.3 in the weights'" in message
+    assert '{"hidden_dropout_prob": 0.3}' in message
+    model = AST(**SMALL_AST, hidden_dropout_prob=0.3)
+    assert model.load_pretrained(tmp_path / "ast") is model
 
 
 def original_ast_state(source):
@@ -496,7 +512,7 @@ def test_ast_loads_the_original_checkpoint(tmp_path):
     source = ASTModel(ASTConfig(**SMALL_AST, max_length=1024))
     path = tmp_path / "audioset_10_10_0.4593.pth"
     torch.save(original_ast_state(source.state_dict()), path)
-    model = AST(pretrained_path=path, spec_augment=False, **SMALL_AST)
+    model = AST(spec_augment=False, **SMALL_AST).load_pretrained(path)
     assert_ast_weights_arrived(model, source)
     assert model(torch.zeros(1, 128000)).shape == (1, 4)
 
@@ -510,21 +526,20 @@ def test_ast_wrong_files_are_named(tmp_path):
     with pytest.raises(
         CheckpointError, match=r"vit.pth: not an original AST.*ls1"
     ):
-        AST(pretrained_path=tmp_path / "vit.pth", **SMALL_AST)
+        AST(**SMALL_AST).load_pretrained(tmp_path / "vit.pth")
     # right layout, wrong size: named with the mismatching keys
     torch.save(
         original_ast_state(ASTModel(ASTConfig(**SMALL_AST)).state_dict()),
         tmp_path / "ast.pth",
     )
     with pytest.raises(CheckpointError, match="ast.pth does not fit.*shape"):
-        AST(
-            pretrained_path=tmp_path / "ast.pth",
-            **{**SMALL_AST, "hidden_size": 64},
+        AST(**{**SMALL_AST, "hidden_size": 64}).load_pretrained(
+            tmp_path / "ast.pth"
         )
     bert = tmp_path / "bert"
     BertModel(BertConfig(**SMALL_AST)).save_pretrained(bert)
     with pytest.raises(CheckpointError, match="bert: holds a 'bert' model"):
-        AST(pretrained_path=bert)
+        AST().load_pretrained(bert)
     # an AST config over foreign weights: nothing would load
     config = json.loads((bert / "config.json").read_text())
     ast_config = ASTConfig(**SMALL_AST).to_dict()
@@ -532,10 +547,10 @@ def test_ast_wrong_files_are_named(tmp_path):
     with pytest.raises(
         CheckpointError, match="bert does not fit ASTModel: missing"
     ):
-        AST(pretrained_path=bert, **SMALL_AST)
+        AST(**SMALL_AST).load_pretrained(bert)
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError, match="empty: no config.json"):
-        AST(pretrained_path=tmp_path / "empty")
+        AST().load_pretrained(tmp_path / "empty")
 
 
 # --- the parameter table ---------------------------------------------------

@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import soundfile
+import torch
 from conftest import TINY_CLAP
 from transformers import ASTConfig, ASTForAudioClassification
 from transformers.utils import logging as hf_logging
@@ -27,10 +28,14 @@ TINY_AST = {
 def test_stand_in_tokenizer_warning_once_for_an_ensemble(monkeypatch, caplog):
     monkeypatch.setattr(clap, "_warned_stand_in", False)
     caplog.set_level(logging.WARNING, logger=clap.logger.name)
-    for _ in range(3):  # three members of a random-weights BTS ensemble
-        clap.BTS(clap_config=TINY_CLAP)
+    members = [clap.BTS(clap_config=TINY_CLAP) for _ in range(3)]
+    assert not [r for r in caplog.records if "stand-in" in r.getMessage()]
+    prompts = ["This sound was recorded from the trachea of a patient."]
+    with torch.no_grad():
+        for member in members:  # a random-weights BTS ensemble
+            member(torch.zeros(1, 4800), prompts=prompts)
     warnings = [r for r in caplog.records if "stand-in" in r.getMessage()]
-    assert len(warnings) == 1
+    assert len(warnings) == 1  # when its prompts are tokenized, once
 
 
 def test_ast_folder_loads_without_transformers_report(tmp_path, capsys):
@@ -49,7 +54,7 @@ def test_ast_folder_loads_without_transformers_report(tmp_path, capsys):
     root.setLevel(logging.WARNING)
     hf_logging.enable_propagation()
     try:
-        AST(pretrained_path=str(tmp_path / "ast"), duration=1.0, **TINY_AST)
+        AST(duration=1.0, **TINY_AST).load_pretrained(str(tmp_path / "ast"))
     finally:
         hf_logging.disable_propagation()
         root.removeHandler(handler)

@@ -4,11 +4,11 @@ import math
 
 import numpy as np
 import pytest
-import torch
 from test_brains import make_brain, write_split
 
 from speechbrain_rsc.brains import TeacherBrain
 from speechbrain_rsc.dataio import dataio_prep
+from speechbrain_rsc.models.cnn6 import CNN6
 from speechbrain_rsc.provenance import ProvenanceMismatch, check_run
 from speechbrain_rsc.recipe import (
     PreparedData,
@@ -38,15 +38,13 @@ def test_empty_validation_split_names_the_real_cause(icbhi_sample, tmp_path):
     assert "only 1 patient(s)" in message and "protocol: paper" in message
 
 
-class NaNNet(torch.nn.Module):
+class NaNNet(CNN6):
+    """A tiny CNN6 (so that it exports) whose logits are NaN."""
+
     sample_rate = 1000
 
-    def __init__(self):
-        super().__init__()
-        self.linear = torch.nn.Linear(1, 4)
-
     def forward(self, wavs, lens=None, prompts=None):
-        return self.linear(wavs[:, :1]) * float("nan")
+        return self.head.bias.expand(len(wavs), -1) * float("nan")
 
 
 def test_non_finite_model_is_not_converged_and_not_scored(tmp_path):
@@ -62,14 +60,13 @@ def test_non_finite_model_is_not_converged_and_not_scored(tmp_path):
         summary={},
     )
     brain, _ = make_brain(TeacherBrain, tmp_path, epochs=1)
-    brain.modules["model"] = NaNNet()
+    brain.modules["model"] = NaNNet(channels=[4, 8, 8, 8])
     brain.checkpointer.recoverables["model"] = brain.modules["model"]
     brain.optimizer_step = 1  # as if trained: the checkpoint records it
     brain.checkpointer.save_checkpoint(
         meta={"score": 1.0, "se": 9.0, "epoch": 1, "eligible": True}
     )
     brain.hparams.epoch_counter.current = 1
-    brain.modules["model"].backbone_config = {"name": "nan", "options": {}}
     out = str(tmp_path / "run")
     bank = evaluate_and_export(brain, data, out, {"role": "teacher"}, {})
     assert bank.info["converged"] is False

@@ -8,6 +8,7 @@ from conftest import RECIPE
 
 from speechbrain_rsc.bank import LogitBank
 from speechbrain_rsc.ensemble import bank_breakdown
+from speechbrain_rsc.models.cnn6 import CNN6
 
 DEVICES = ("AKGC417L", "Meditron")
 
@@ -90,8 +91,7 @@ def test_model_card_shows_the_runs_intervals_and_calibration(tmp_path):
 
     save_banks(tmp_path, seeds=(1,))
     bank = LogitBank.load(tmp_path / "1" / "bank.safetensors")
-    model = torch.nn.Linear(2, 4)
-    model.backbone_config = {"name": "linear", "options": {}}
+    model = CNN6(channels=[4, 8, 8, 8])
     save_trained(model, tmp_path / "1" / "model", {"seed": 1})
     card = write_model_card(tmp_path / "1" / "model").read_text()
     row = evaluate_banks([bank], "test", bootstrap=1000)

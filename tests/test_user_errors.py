@@ -10,7 +10,7 @@ import sys
 import pytest
 from conftest import RECIPE, run_recipe
 
-from speechbrain_rsc import models, recipe
+from speechbrain_rsc import recipe
 from speechbrain_rsc.bank import NoBanksError
 from speechbrain_rsc.errors import (
     DEBUG_VARIABLE,
@@ -18,6 +18,7 @@ from speechbrain_rsc.errors import (
     SelectionError,
     reported_errors,
 )
+from speechbrain_rsc.models.pretrained import Pretrainer
 from speechbrain_rsc.provenance import ProvenanceMismatch, record_run
 
 
@@ -133,7 +134,7 @@ def nothing_expensive(monkeypatch):
     def expensive(*args, **kwargs):
         raise AssertionError("an expensive step ran before the checks")
 
-    monkeypatch.setattr(models, "load_pretrained", expensive)
+    monkeypatch.setattr(Pretrainer, "collect_files", expensive)
     monkeypatch.setattr(recipe, "prepare_data", expensive)
 
 

@@ -24,13 +24,10 @@ from transformers import (
     ClapModel,
 )
 
-from speechbrain_rsc.models import (
-    build_backbone,
-    clap,
-    declare_backbone,
-    load_pretrained,
-)
+from speechbrain_rsc.models import build_backbone, clap
 from speechbrain_rsc.models.clap_tokenizer import build_prompt_tokenizer
+from speechbrain_rsc.models.cnn6 import CNN6
+from speechbrain_rsc.models.pretrained import Pretrainer
 from speechbrain_rsc.models.weights import (
     AST_SOURCE,
     CLAP_SOURCE,
@@ -216,6 +213,9 @@ def test_hub_backbones_load_their_default_source_offline(hub, caplog, name):
     }
     assert "stand-in" not in caplog.text
     if name == "bts":  # the snapshot's tokenizer, not the stand-in
+        with caplog.at_level(logging.WARNING), torch.no_grad():
+            model(torch.zeros(1, 4800), prompts=["a prompt"])
+        assert "stand-in" not in caplog.text
         _, tokenizer = tiny_clap()
         assert model.tokenizer.get_vocab() == tokenizer.get_vocab()
         assert len(model.tokenizer) != len(build_prompt_tokenizer())
@@ -358,6 +358,8 @@ def test_random_weights_build_offline_without_a_source(
             "bts", {"clap_config": TINY_CLAP}, pretrained_path="x/absent"
         )
     assert model.weights_source is None
+    with caplog.at_level(logging.WARNING), torch.no_grad():
+        model(torch.zeros(1, 4800), prompts=["a prompt"])
     assert "stand-in offline byte-level BPE" in caplog.text
     assert len(model.tokenizer) == len(build_prompt_tokenizer())
     cnn6 = build_backbone("cnn6", {"channels": TINY_CNN6})
@@ -386,28 +388,76 @@ def test_local_paths_are_used_as_they_are(hub, tmp_path):
             build_backbone("cnn6", pretrained_path=missing, use_pretrained=True)
 
 
-def test_declared_weights_load_like_an_eager_build(hub, tmp_path):
+def test_the_pretrainer_collects_then_loads_like_an_eager_build(hub, tmp_path):
     source = tmp_path / "Cnn6_mAP=0.343.pth"
     panns_checkpoint(source, seed=4)
     url = f"file://{source}"
     options = {"channels": TINY_CNN6}
-    declared = declare_backbone("cnn6", options, url, use_pretrained=True)
-    assert declared.weights_source is None  # nothing loaded yet
-    assert load_pretrained(declared) is declared
+    model = CNN6(**options)
+    collect_in = tmp_path / "save" / "pretrained"
+    pretrainer = Pretrainer(
+        collect_in=collect_in,
+        loadables={"model": model},
+        paths={"model": url},
+        conditions={"model": True},
+    )
+    assert model.pending_weights == url  # declared, nothing fetched yet
+    assert model.weights_source is None and not collect_in.exists()
+    pretrainer.collect_files()
+    pretrainer.load_collected()
     eager = build_backbone("cnn6", options, url, use_pretrained=True)
     pretrained = [k for k in eager.state_dict() if not k.startswith("head")]
     assert len(pretrained) > 10
     for key in pretrained:  # the new 4-class head is random in both
-        assert torch.equal(declared.state_dict()[key], eager.state_dict()[key])
-    assert declared.weights_source == eager.weights_source
-    assert declared.pending_weights is None
+        assert torch.equal(model.state_dict()[key], eager.state_dict()[key])
+    assert model.weights_source == eager.weights_source
+    assert model.weights_source["source"] == url
+    assert model.pending_weights is None
+    # Collected as SpeechBrain does: <key>.ckpt links to the fetched file,
+    # and a process that did not collect (DDP: not the main one) loads it
+    link = collect_in / "model.ckpt"
+    assert link.is_symlink()
+    assert link.resolve() == url_cache_path(url).resolve()
+    other = CNN6(**options)
+    Pretrainer(
+        collect_in=collect_in,
+        loadables={"model": other},
+        paths={"model": url},
+    ).load_collected()
+    for key in pretrained:
+        assert torch.equal(other.state_dict()[key], eager.state_dict()[key])
+    assert other.weights_source == eager.weights_source
+
+
+def test_a_false_condition_keeps_the_random_weights(tmp_path):
+    model = CNN6(channels=TINY_CNN6)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    pretrainer = Pretrainer(
+        collect_in=tmp_path / "pretrained",
+        loadables={"model": model},
+        paths={"model": None},
+        conditions={"model": False},
+    )
+    assert pretrainer.collect_files() == {}
+    pretrainer.load_collected()
+    assert getattr(model, "pending_weights", None) is None
+    assert model.weights_source is None
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key])
+
+
+def test_a_null_path_is_the_papers_source():
+    model = CNN6(channels=TINY_CNN6)
+    Pretrainer(loadables={"model": model}, paths={"model": None})
+    assert model.pending_weights == CNN6_SOURCE == DEFAULT_SOURCES["cnn6"]
 
 
 def test_brain_refuses_declared_weights_never_loaded(hub):
     from speechbrain_rsc.brains import TeacherBrain
 
-    model = declare_backbone("cnn6", {"channels": TINY_CNN6}, None, True)
-    with pytest.raises(RuntimeError, match="never loaded.*load_pretrained"):
+    model = CNN6(channels=TINY_CNN6)
+    Pretrainer(loadables={"model": model}, paths={"model": None})
+    with pytest.raises(RuntimeError, match="never loaded.*load_collected"):
         TeacherBrain(modules={"model": model}, run_opts={"device": "cpu"})
 
 

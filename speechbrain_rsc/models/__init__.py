@@ -2,9 +2,11 @@
 
 ``BACKBONES[name]()`` builds any backbone offline with random weights;
 every backbone takes ``forward(wavs, lens, prompts=None)`` with ``wavs`` at
-its ``sample_rate`` and returns logits ``[batch, 4]``. :func:`build_backbone`
-also fetches pretrained weights (local, hub ID or URL; the paper's sources
-by default) through :mod:`speechbrain_rsc.models.weights`.
+its ``sample_rate`` and returns logits ``[batch, 4]``, and loads pretrained
+weights with its transfer hook ``load_pretrained``, which SpeechBrain's
+``Pretrainer`` calls (:mod:`speechbrain_rsc.models.pretrained`; local, hub
+ID or URL; the paper's sources by default). :func:`build_backbone` does
+both from a registry name and options.
 
 Example
 -------
@@ -14,6 +16,8 @@ Example
 
 import importlib
 from collections.abc import Mapping
+
+from speechbrain_rsc.models.pretrained import Pretrainer
 
 _REGISTRY = {
     "cnn6": ("speechbrain_rsc.models.cnn6", "CNN6"),
@@ -49,20 +53,20 @@ BACKBONES = _LazyRegistry()
 def build_backbone(
     name, options=None, pretrained_path=None, use_pretrained=False
 ):
-    """Build backbone ``name``, from pretrained weights when
-    ``use_pretrained``.
+    """Build backbone ``name`` with ``options``, then load pretrained
+    weights into it when ``use_pretrained``, through the same
+    :class:`~speechbrain_rsc.models.pretrained.Pretrainer` and transfer
+    hook as a recipe YAML.
 
-    The weights come through :func:`~speechbrain_rsc.models.weights.
-    resolve_weights`: a local file or folder, a Hugging Face hub ID or a
-    URL; without ``pretrained_path``, the backbone's default source
-    (:data:`~speechbrain_rsc.models.weights.DEFAULT_SOURCES`). Weights
-    that cannot be had raise, never falling back to random ones.
+    The weights come from ``pretrained_path`` (a local file or folder, a
+    Hugging Face hub ID or a URL), else from the backbone's default
+    source (:data:`~speechbrain_rsc.models.weights.DEFAULT_SOURCES`).
+    Weights that cannot be had raise, never falling back to random ones.
 
     The returned module carries ``backbone_config`` (name and options,
-    without the weight source), from which a trained model is rebuilt,
-    and ``weights_source``: the record of the weights it started from
-    (``source``, ``kind``, ``revision``, ``sha256``, ``file``), or
-    ``None`` for random weights.
+    from which a trained model is rebuilt) and ``weights_source``: the
+    record of the weights it started from (``source``, ``kind``,
+    ``revision``, ``sha256``, ``file``), or ``None`` for random weights.
 
     Arguments
     ---------
@@ -91,82 +95,11 @@ def build_backbone(
     >>> model.backbone_config["name"], model.weights_source
     ('cnn6', None)
     """
-    from speechbrain_rsc.models.weights import (
-        DEFAULT_SOURCES,
-        resolve_weights,
-    )
-
-    options = dict(options or {})
-    cls = BACKBONES[name]
-    path, record = None, None
+    model = BACKBONES[name](**dict(options or {}))
     if use_pretrained:
-        source = pretrained_path or DEFAULT_SOURCES.get(name)
-        if source is None:
-            raise ValueError(
-                f"use_pretrained is True but '{name}' has no default "
-                "weights: set pretrained_path"
-            )
-        path, record = resolve_weights(source, backbone=name)
-    model = cls(pretrained_path=path, **options)
-    # The resolved sizes join the options: an exported model is rebuilt
-    # with exactly this architecture, whatever the class defaults become.
-    resolved = {**options, **getattr(model, "architecture", {})}
-    model.backbone_config = {"name": name, "options": resolved}
-    model.weights_source = record
-    return model
-
-
-def declare_backbone(
-    name, options=None, pretrained_path=None, use_pretrained=False
-):
-    """Build backbone ``name`` with random weights, noting the pretrained
-    weights it is to start from; :func:`load_pretrained` loads them.
-
-    This is what the recipe YAMLs build, so that loading a YAML never
-    downloads (the SpeechBrain way: collect, then load), the script fetches
-    the weights once (on the main process first under DDP), and a Brain
-    refuses a model whose declared weights were never loaded.
-
-    Arguments are those of :func:`build_backbone`.
-
-    Example
-    -------
-    >>> model = declare_backbone("cnn6", {"channels": [4, 8, 8, 16]},
-    ...                          use_pretrained=True)
-    >>> model.pending_weights.startswith("https://zenodo.org/record/3960586")
-    True
-    >>> model.weights_source is None
-    True
-    """
-    from speechbrain_rsc.models.weights import DEFAULT_SOURCES
-
-    model = build_backbone(name, options)
-    model.pending_weights = None
-    if use_pretrained:
-        model.pending_weights = pretrained_path or DEFAULT_SOURCES.get(name)
-        if model.pending_weights is None:
-            raise ValueError(
-                f"use_pretrained is True but '{name}' has no default "
-                "weights: set pretrained_path"
-            )
-    return model
-
-
-def load_pretrained(model):
-    """Load the weights :func:`declare_backbone` noted into ``model`` (in
-    place; nothing to do without); returns ``model``.
-
-    Raises
-    ------
-    WeightsUnavailableError
-        As :func:`build_backbone`.
-    """
-    source = getattr(model, "pending_weights", None)
-    if source is None:
-        return model
-    config = model.backbone_config
-    loaded = build_backbone(config["name"], config["options"], source, True)
-    model.load_state_dict(loaded.state_dict())
-    model.weights_source = loaded.weights_source
-    model.pending_weights = None
+        pretrainer = Pretrainer(
+            loadables={"model": model}, paths={"model": pretrained_path}
+        )
+        pretrainer.collect_files()
+        pretrainer.load_collected()
     return model

@@ -6,8 +6,8 @@ Pretrained position embeddings keep the middle 79 time columns (11 to 89),
 as the AST authors and Patch-Mix CL do for shorter inputs; the cls and
 distillation positions are kept as they are.
 
-Pretrained weights, both local (:func:`~speechbrain_rsc.models.
-build_backbone` fetches hub IDs and URLs first):
+Pretrained weights, loaded by :meth:`AST.load_pretrained` (the
+``Pretrainer`` fetches hub IDs and URLs first):
 
 - a transformers folder (``config.json`` + weights) of an ``ASTModel`` or
   ``ASTForAudioClassification``, such as the hub snapshot of
@@ -35,12 +35,17 @@ import logging
 from pathlib import Path
 
 import torch
+from speechbrain.utils.checkpoints import (
+    mark_as_transfer,
+    register_checkpoint_hooks,
+)
 from transformers import ASTConfig, ASTModel
 from transformers.utils import logging as hf_logging
 
 from speechbrain_rsc.models.checkpoints import (
     CheckpointError,
     check_architecture,
+    check_settings,
     load_matching,
     load_state_dict_file,
 )
@@ -271,13 +276,12 @@ def load_folder_state(path):
     return model.state_dict()
 
 
+@register_checkpoint_hooks
 class AST(FbankBackbone):
     """AST encoder, mean of its cls/distillation tokens, LayerNorm + Linear.
 
     Arguments
     ---------
-    pretrained_path : str, optional
-        A transformers AST folder or an original AST ``.pth``.
     n_classes : int
     spec_augment : bool
     spec_augment_p : float
@@ -290,11 +294,10 @@ class AST(FbankBackbone):
         The data's sample rate, checked against 16000.
     **config
         ``ASTConfig`` options (``hidden_size``, ``num_hidden_layers``,
-        ``num_attention_heads``, ``intermediate_size`` ...). They declare
-        the architecture (``ASTConfig``'s defaults where they say nothing):
-        a transformers folder of other sizes is refused, naming them
-        (:func:`~speechbrain_rsc.models.checkpoints.check_architecture`);
-        its other settings (dropout rates, say) are taken unless given.
+        ``num_attention_heads``, ``intermediate_size``, dropout rates
+        ...), ``ASTConfig``'s defaults where they say nothing: they
+        declare the network; pretrained weights of other sizes or
+        settings are refused, naming them (:meth:`load_pretrained`).
 
     Attributes
     ----------
@@ -302,9 +305,10 @@ class AST(FbankBackbone):
         The options that pin this network's sizes (recorded on export).
     """
 
+    backbone_name = "ast"
+
     def __init__(
         self,
-        pretrained_path=None,
         n_classes=4,
         spec_augment=True,
         spec_augment_p=1.0,
@@ -316,16 +320,6 @@ class AST(FbankBackbone):
         super().__init__()
         self.check_sample_rate(sample_rate)
         frames = n_frames(duration, self.sample_rate)
-        folder = pretrained_path is not None and Path(pretrained_path).is_dir()
-        if folder:
-            own = read_folder_config(pretrained_path)
-            check_architecture(
-                pretrained_path,
-                ast_architecture(ASTConfig(**config)),
-                ast_architecture(own),
-                "backbone_options",
-            )
-            config = {**own.to_dict(), **config}
         config = ASTConfig(**{**config, "max_length": frames})
         self.architecture = ast_architecture(config)
         self.front_end = FbankFrontEnd(
@@ -340,14 +334,36 @@ class AST(FbankBackbone):
             torch.nn.LayerNorm(config.hidden_size),
             torch.nn.Linear(config.hidden_size, n_classes),
         )
-        if folder:
-            self.load_encoder(
-                load_folder_state(pretrained_path), pretrained_path
+
+    @mark_as_transfer
+    def load_pretrained(self, path):
+        """Load pretrained encoder weights: a transformers folder (its
+        ``config.json`` must declare this network: same sizes and
+        settings, but its input length) or an original AST ``.pth``.
+        The transfer hook SpeechBrain's ``Pretrainer`` calls; returns the model.
+
+        Raises
+        ------
+        CheckpointError
+            Naming ``path`` and what differs.
+        """
+        if Path(path).is_dir():
+            own = read_folder_config(path)
+            declared = self.encoder.config
+            check_architecture(
+                path,
+                ast_architecture(declared),
+                ast_architecture(own),
+                "the model's options",
             )
-        elif pretrained_path is not None:
-            state = load_state_dict_file(pretrained_path)
-            state = convert_original_ast(state, pretrained_path)
-            self.load_encoder(state, pretrained_path)
+            check_settings(
+                path, declared, own, "the model's options", ["max_length"]
+            )
+            self.load_encoder(load_folder_state(path), path)
+        else:
+            state = convert_original_ast(load_state_dict_file(path), path)
+            self.load_encoder(state, path)
+        return self
 
     def load_encoder(self, state, source):
         """Load ``ASTModel`` weights, cropping their position embeddings

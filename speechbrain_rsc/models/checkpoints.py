@@ -304,7 +304,7 @@ def check_architecture(source, declared, found, option):
     declared, found : dict
         The declared architecture and the checkpoint's.
     option : str
-        Where the sizes are declared (e.g. ``backbone_options``).
+        Where the sizes are declared (e.g. ``clap_config``).
 
     Raises
     ------
@@ -314,12 +314,12 @@ def check_architecture(source, declared, found, option):
     Example
     -------
     >>> check_architecture("org/small", {"hidden_size": 768},
-    ...                    {"hidden_size": 64}, "backbone_options")
+    ...                    {"hidden_size": 64}, "the options")
     Traceback (most recent call last):
     ...
     speechbrain_rsc.models.checkpoints.CheckpointError: org/small is \
 another architecture than declared (hidden_size: 768 declared, 64 in the \
-weights): declare the weights' sizes, backbone_options: {"hidden_size": 64}
+weights): declare the weights' sizes, the options: {"hidden_size": 64}
     """
     differences = architecture_differences(declared, found)
     if not differences:
@@ -331,4 +331,107 @@ weights): declare the weights' sizes, backbone_options: {"hidden_size": 64}
     raise CheckpointError(
         f"{source} is another architecture than declared ({sizes}): "
         f"declare the weights' sizes, {option}: {json.dumps(found)}"
+    )
+
+
+# Config keys that say where a config came from, what a model returns,
+# or how to initialise weights that are then loaded: every key of
+# transformers' ``PretrainedConfig()`` and the initialisers.
+NOT_THE_NETWORK = frozenset(
+    {
+        "_name_or_path",
+        "architectures",
+        "chunk_size_feed_forward",
+        "dtype",
+        "id2label",
+        "is_encoder_decoder",
+        "label2id",
+        "model_type",
+        "output_attentions",
+        "output_hidden_states",
+        "problem_type",
+        "return_dict",
+        "transformers_version",
+        "torch_dtype",
+        "initializer_range",
+        "initializer_factor",
+        "logit_scale_init_value",
+    }
+)
+
+
+def _flat(config, prefix=""):
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _plain(config):
+    # as JSON gives them back: config.json reads (4, 4) as [4, 4]
+    return _flat(json.loads(json.dumps(config.to_dict(), default=str)))
+
+
+def check_settings(source, declared, found, option, ignore=()):
+    """Refuse weights whose config sets the network otherwise than the
+    declared config (a dropout rate, an activation, an epsilon ...).
+
+    The model is built from its options before its weights are loaded,
+    so a setting of the weights' ``config.json`` is never taken
+    silently: every key of the declared config must agree, but
+    :data:`NOT_THE_NETWORK` and ``ignore``. Keys the declared config does
+    not have (from other transformers versions) are not read by the
+    network built here.
+
+    Arguments
+    ---------
+    source : str or Path
+        The weights, named in the error.
+    declared, found : transformers.PretrainedConfig
+        The built model's config and the weights' (same class).
+    option : str
+        Where the settings are declared, for the message.
+    ignore : iterable of str
+        More keys (last component) not compared.
+
+    Raises
+    ------
+    CheckpointError
+        Naming each differing setting and its value in the weights.
+
+    Example
+    -------
+    >>> from transformers import ASTConfig
+    >>> check_settings("org/ast", ASTConfig(), ASTConfig(), "the options")
+    >>> check_settings("org/ast", ASTConfig(),
+    ...                ASTConfig(hidden_dropout_prob=0.1), "the options")
+    Traceback (most recent call last):
+    ...
+    speechbrain_rsc.models.checkpoints.CheckpointError: org/ast sets the \
+network otherwise than declared (hidden_dropout_prob: 0.0 declared, 0.1 in \
+the weights' config.json): set them in the options, {"hidden_dropout_prob": \
+0.1}
+    """
+    skip = NOT_THE_NETWORK | set(ignore)
+    mine, theirs = _plain(declared), _plain(found)
+    keys = sorted(
+        key
+        for key in mine
+        if key.rsplit(".", 1)[-1] not in skip
+        and mine.get(key) != theirs.get(key)
+    )
+    if not keys:
+        return
+    listed = ", ".join(
+        f"{key}: {mine.get(key)} declared, {theirs.get(key)} in the "
+        "weights' config.json"
+        for key in keys
+    )
+    wanted = json.dumps({key: theirs.get(key) for key in keys})
+    raise CheckpointError(
+        f"{source} sets the network otherwise than declared ({listed}): "
+        f"set them in {option}, {wanted}"
     )

@@ -16,11 +16,12 @@ Each backbone computes CLAP's log-mel features itself, batched on the
 waveform's device (:class:`ClapFeatures`), and BTS tokenizes its prompts
 itself (64 tokens, cached per prompt).
 
-Pretrained weights (``pretrained_path``) are either a local folder in
-Hugging Face layout (``ClapModel.save_pretrained``, or the hub snapshot of
-``laion/clap-htsat-unfused`` that :func:`~speechbrain_rsc.models.
-build_backbone` fetches by default; with the tokenizer beside it for BTS)
-or an original LAION-CLAP ``.pt`` checkpoint such as
+Pretrained weights (``load_pretrained``, the transfer hook SpeechBrain's
+``Pretrainer`` calls) are either a local folder in Hugging Face layout
+(``ClapModel.save_pretrained``, or the hub snapshot of
+``laion/clap-htsat-unfused`` that the ``Pretrainer`` fetches by default;
+with the tokenizer beside it for BTS) or an original LAION-CLAP ``.pt``
+checkpoint such as
 ``630k-audioset-best.pt`` (renamed by
 :mod:`speechbrain_rsc.models.laion_convert`; BTS then needs
 ``tokenizer_path``). Without weights both build offline at full size with
@@ -54,11 +55,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from speechbrain.utils.checkpoints import (
+    mark_as_transfer,
+    register_checkpoint_hooks,
+)
 
 from speechbrain_rsc.atomic import with_umask_mode
+from speechbrain_rsc.models.backbone import Backbone
 from speechbrain_rsc.models.checkpoints import (
     CheckpointError,
     check_architecture,
+    check_settings,
     load_matching,
     load_state_dict_file,
 )
@@ -88,6 +95,7 @@ F_MAX = 14000.0
 POWER_FLOOR = 1e-10
 TEXT_MAX_LENGTH = 64
 _TEXT_PREFIXES = ("text_model.", "text_projection.", "logit_scale_")
+STAND_IN = "offline prompt tokenizer"
 
 
 class ClapFeatures(torch.nn.Module):
@@ -259,6 +267,7 @@ class PromptTokenizer(torch.nn.Module):
         super().__init__()
         check_tokenizer(tokenizer, vocab_size, pad_token_id, source)
         self.tokenizer = tokenizer
+        self.source = source
         self.vocab_size = vocab_size
         self.pad_token_id = pad_token_id
         self.max_length = max_length
@@ -317,6 +326,7 @@ class PromptTokenizer(torch.nn.Module):
             len(tokenizer),
         )
         self.tokenizer = tokenizer
+        self.source = "state dict"
         self._cache = {}
         self._serialised = state.cpu().clone()
 
@@ -445,88 +455,68 @@ def clap_architecture(config):
     return found
 
 
-def read_clap_source(
-    pretrained_path, clap_config=None, allow_unsafe_pickle=False
-):
-    """The :class:`ClapSource` of ``pretrained_path``: nothing (random
-    weights of ``clap_config``), a Hugging Face folder (config, weights
-    and tokenizer) or a LAION-CLAP ``.pt`` (weights only, renamed).
+def read_clap_source(path, allow_unsafe_pickle=False):
+    """The :class:`ClapSource` of pretrained weights: a Hugging Face
+    folder (config, weights and tokenizer) or a LAION-CLAP ``.pt``
+    (weights only, renamed; its ``config`` is None).
 
-    Example
-    -------
-    >>> source = read_clap_source(None, {"projection_dim": 8})
-    >>> source.config.projection_dim, source.state, source.tokenizer_folder
-    (8, None, None)
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` is neither.
     """
-    from transformers import ClapConfig
-
-    if pretrained_path is None:
-        return ClapSource(ClapConfig(**(clap_config or {})))
-    path = Path(pretrained_path)
+    path = Path(path)
     if path.is_dir():
         config = _read_hf_config(path)
-        declared = ClapConfig(**(clap_config or {}))
-        if not isinstance(config, ClapConfig):  # an Audio-CLAP folder
-            declared = declared.audio_config
-        check_architecture(
-            path,
-            clap_architecture(declared),
-            clap_architecture(config),
-            "backbone_options.clap_config",
-        )
         return ClapSource(config, _read_hf_weights(path), str(path), str(path))
     if path.is_file():
         laion = load_laion_checkpoint(path, allow_unsafe_pickle)
         state = convert_laion_clap_state_dict(laion)
-        config = ClapConfig(**(clap_config or {}))
-        return ClapSource(config, state, None, str(path))
-    raise FileNotFoundError(f"pretrained_path not found: {path}")
+        return ClapSource(None, state, None, str(path))
+    raise FileNotFoundError(f"pretrained weights not found: {path}")
 
 
-_warned_stand_in = False  # see prompt_tokenizer_of
+_warned_stand_in = False  # see _ClapBackbone.warn_stand_in
 
 
-def prompt_tokenizer_of(source, tokenizer_path=None):
-    """The prompt tokenizer for ``source`` and where it came from:
-    ``tokenizer_path``, else the weights' own; for random weights the
-    stand-in offline tokenizer (with a warning). Pretrained weights without
-    a tokenizer (a LAION ``.pt``) are refused: their text tower was trained
-    with RoBERTa's ids.
-    """
-    text = source.config.text_config
-    folder = tokenizer_path or source.tokenizer_folder
-    if folder is not None:
-        tokenizer = load_tokenizer(folder, text.vocab_size, text.pad_token_id)
-        return tokenizer, str(folder)
-    if source.state is not None:
-        raise ValueError(
-            f"{source.path} is a LAION-CLAP checkpoint without a "
-            "tokenizer: set tokenizer_path to a folder holding the "
-            "RoBERTa tokenizer (e.g. written by `ClapProcessor."
-            "from_pretrained('laion/clap-htsat-unfused').tokenizer."
-            "save_pretrained(folder)` on a machine with network access)"
-        )
-    global _warned_stand_in
-    if not _warned_stand_in:  # once per process, not once per model
-        _warned_stand_in = True
-        logger.warning(
-            "BTS with random weights: prompts are tokenized by the "
-            "stand-in offline byte-level BPE (clap_tokenizer."
-            "build_prompt_tokenizer), not the RoBERTa tokenizer of %s",
-            CLAP_SOURCE,
-        )
-    return build_prompt_tokenizer(), "offline prompt tokenizer"
-
-
-class _ClapBackbone(torch.nn.Module):
+class _ClapBackbone(Backbone):
     """What Audio-CLAP and BTS share: the front end, the head, loading."""
 
     sample_rate = SAMPLE_RATE
 
-    def __init__(self, n_classes, embed_dim, padding):
+    def __init__(self, n_classes, embed_dim, padding, allow_unsafe_pickle):
         super().__init__()
         self.features = ClapFeatures(padding)
         self.head = torch.nn.Linear(embed_dim, n_classes)
+        self.allow_unsafe_pickle = allow_unsafe_pickle
+
+    def _read_pretrained(self, path):
+        """The :class:`ClapSource` of ``path``, refusing a folder whose
+        config declares another network than ``self.clap``'s.
+        """
+        from transformers import ClapAudioConfig
+
+        source = read_clap_source(path, self.allow_unsafe_pickle)
+        found, declared = source.config, self.clap.config
+        if found is None:  # a LAION .pt: its tensors are checked on load
+            return source
+        option = "clap_config"
+        if isinstance(declared, ClapAudioConfig):
+            found = getattr(found, "audio_config", found)
+            option = "clap_config.audio_config"
+        if type(found) is not type(declared):
+            raise CheckpointError(
+                f"{path}: {type(self).__name__} needs a full ClapModel "
+                f"(text and audio), found a {type(found).__name__}"
+            )
+        check_architecture(
+            path,
+            clap_architecture(declared),
+            clap_architecture(found),
+            "clap_config",
+        )
+        check_settings(path, declared, found, option)
+        return source
 
     def _load_clap(self, state, source):
         """Load ``state`` (ClapModel names) into ``self.clap``, refusing
@@ -542,9 +532,9 @@ class _ClapBackbone(torch.nn.Module):
 
     def save_pretrained(self, folder):
         """Write the CLAP part (not the class head) in Hugging Face
-        layout, loadable as ``pretrained_path``; BTS adds its tokenizer.
+        layout, loadable by ``load_pretrained``; BTS adds its tokenizer.
         A trained model is saved whole by
-        :func:`speechbrain_rsc.export.save_trained`.
+        :func:`speechbrain_rsc.trained_model.save_weights`.
         """
         _save_folder(folder, self._write_pretrained)
 
@@ -552,6 +542,7 @@ class _ClapBackbone(torch.nn.Module):
         self.clap.save_pretrained(folder)
 
 
+@register_checkpoint_hooks
 class AudioCLAP(_ClapBackbone):
     """Audio-CLAP: CLAP's audio tower and projection, then a linear head.
 
@@ -562,15 +553,11 @@ class AudioCLAP(_ClapBackbone):
 
     Arguments
     ---------
-    pretrained_path : str, optional
-        A Hugging Face folder (of a ``ClapModel`` or
-        ``ClapAudioModelWithProjection``) or a LAION-CLAP ``.pt``; text
-        weights in it are skipped.
     n_classes : int
     clap_config : dict, optional
         ``transformers.ClapConfig`` arguments (``audio_config`` dict,
         ``projection_dim``) for a smaller model; default: the full
-        HTSAT-tiny of ``laion/clap-htsat-unfused``. Not with a folder.
+        HTSAT-tiny of ``laion/clap-htsat-unfused``.
     padding : str
         :class:`ClapFeatures` padding, ``"repeatpad"`` or ``"pad"``.
     allow_unsafe_pickle : bool
@@ -586,38 +573,41 @@ class AudioCLAP(_ClapBackbone):
     torch.Size([1, 4])
     """
 
+    backbone_name = "audio_clap"
+
     def __init__(
         self,
-        pretrained_path=None,
         n_classes=4,
         clap_config=None,
         padding="repeatpad",
         allow_unsafe_pickle=False,
     ):
-        from transformers import ClapAudioConfig, ClapAudioModelWithProjection
+        from transformers import ClapAudioModelWithProjection, ClapConfig
 
-        source = read_clap_source(
-            pretrained_path, clap_config, allow_unsafe_pickle
+        config = ClapConfig(**(clap_config or {})).audio_config
+        super().__init__(
+            n_classes, config.projection_dim, padding, allow_unsafe_pickle
         )
-        config, state = source.config, source.state
-        if not isinstance(config, ClapAudioConfig):
-            config = getattr(config, "audio_config", None)
-        if not isinstance(config, ClapAudioConfig):
-            raise CheckpointError(
-                f"{pretrained_path}: config.json holds no CLAP audio config"
-            )
-        super().__init__(n_classes, config.projection_dim, padding)
         self.clap = ClapAudioModelWithProjection(config)
         self.architecture = {"clap_config": clap_architecture(config)}
-        if state is not None:
-            dropped = [k for k in state if k.startswith(_TEXT_PREFIXES)]
-            logger.info(
-                "Audio-CLAP: skipping %d text-tower tensors of %s",
-                len(dropped),
-                pretrained_path,
-            )
-            state = {k: v for k, v in state.items() if k not in dropped}
-            self._load_clap(state, pretrained_path)
+
+    @mark_as_transfer
+    def load_pretrained(self, path):
+        """Load CLAP weights: a Hugging Face folder (of a ``ClapModel`` or
+        ``ClapAudioModelWithProjection``) declaring this network, or a
+        LAION-CLAP ``.pt``; text weights in it are skipped. The transfer
+        hook SpeechBrain's ``Pretrainer`` calls; returns the model.
+        """
+        state = self._read_pretrained(path).state
+        dropped = [k for k in state if k.startswith(_TEXT_PREFIXES)]
+        logger.info(
+            "Audio-CLAP: skipping %d text-tower tensors of %s",
+            len(dropped),
+            path,
+        )
+        state = {k: v for k, v in state.items() if k not in dropped}
+        self._load_clap(state, path)
+        return self
 
     def forward(self, wavs, lens=None, prompts=None):
         """Logits ``[batch, n_classes]``; ``prompts`` unused."""
@@ -626,6 +616,7 @@ class AudioCLAP(_ClapBackbone):
         return self.head(embeds)
 
 
+@register_checkpoint_hooks
 class BTS(_ClapBackbone):
     """BTS: CLAP text and audio embeddings of a cycle and its metadata
     prompt, concatenated, then a linear head.
@@ -637,27 +628,26 @@ class BTS(_ClapBackbone):
     which the classifier never uses (frozen, so DDP sees no unused
     trainable parameter).
 
-    Tokenizer: with a Hugging Face ``pretrained_path`` (a hub snapshot of
-    ``laion/clap-htsat-unfused``, say), the one saved in that folder (or
-    ``tokenizer_path``); with a LAION ``.pt``, ``tokenizer_path`` is
-    required (a RoBERTa tokenizer folder). Without weights, ``BTS()``
-    builds offline with an **offline byte-level BPE tokenizer trained on
-    all BTS prompts** (384 tokens, not RoBERTa's: a stand-in for
-    random-weight runs only, logged as a warning). A loaded tokenizer
-    must pass :func:`~speechbrain_rsc.models.clap_tokenizer.check_tokenizer`.
-    The tokenizer is saved in the state dict and restored with it.
+    Tokenizer: ``tokenizer_path`` when given; else pretrained weights in
+    a Hugging Face folder (a hub snapshot of ``laion/clap-htsat-unfused``,
+    say) bring theirs (:meth:`load_pretrained`); a LAION ``.pt`` brings
+    none, so it needs ``tokenizer_path``. Until then, BTS tokenizes with
+    an **offline byte-level BPE tokenizer trained on all BTS prompts**
+    (384 tokens, not RoBERTa's: a stand-in for random-weight runs only,
+    logged as a warning at the first prompts it tokenizes). A loaded
+    tokenizer must pass :func:`~speechbrain_rsc.models.clap_tokenizer.
+    check_tokenizer`. The tokenizer is saved in the state dict and
+    restored with it.
 
     Arguments
     ---------
-    pretrained_path : str, optional
-        A Hugging Face ``ClapModel`` folder or a LAION-CLAP ``.pt``.
     n_classes : int
     clap_config : dict, optional
         ``transformers.ClapConfig`` arguments for a smaller model; default:
-        ``laion/clap-htsat-unfused``'s. Not with a folder.
+        ``laion/clap-htsat-unfused``'s.
     tokenizer_path : str, optional
         Folder holding the tokenizer (HF layout); overrides the one of
-        ``pretrained_path``.
+        the pretrained weights.
     max_text_length : int
         Tokens per prompt, padded and truncated (BTS: 64).
     padding : str
@@ -667,9 +657,10 @@ class BTS(_ClapBackbone):
         the safe reader refuses it (trusted files only).
     """
 
+    backbone_name = "bts"
+
     def __init__(
         self,
-        pretrained_path=None,
         n_classes=4,
         clap_config=None,
         tokenizer_path=None,
@@ -679,15 +670,7 @@ class BTS(_ClapBackbone):
     ):
         from transformers import ClapConfig, ClapModel
 
-        source = read_clap_source(
-            pretrained_path, clap_config, allow_unsafe_pickle
-        )
-        config = source.config
-        if not isinstance(config, ClapConfig):
-            raise CheckpointError(
-                f"{pretrained_path}: BTS needs a full ClapModel (text and "
-                f"audio), found a {type(config).__name__}"
-            )
+        config = ClapConfig(**(clap_config or {}))
         text = config.text_config
         if text.max_position_embeddings < max_text_length + 2:
             raise ValueError(
@@ -696,23 +679,78 @@ class BTS(_ClapBackbone):
                 f"(RoBERTa positions start after the padding id), got "
                 f"{text.max_position_embeddings}"
             )
-        super().__init__(n_classes, 2 * config.projection_dim, padding)
+        super().__init__(
+            n_classes, 2 * config.projection_dim, padding, allow_unsafe_pickle
+        )
         self.clap = ClapModel(config)
         self.architecture = {"clap_config": clap_architecture(config)}
         for scale in (self.clap.logit_scale_a, self.clap.logit_scale_t):
             scale.requires_grad_(False)
-        tokenizer, tokenizer_source = prompt_tokenizer_of(
-            source, tokenizer_path
-        )
-        self.prompt_tokenizer = PromptTokenizer(
+        self.tokenizer_path = tokenizer_path
+        self.max_text_length = max_text_length
+        if tokenizer_path is not None:
+            self._use_tokenizer(tokenizer_path)
+        else:
+            self.prompt_tokenizer = self._prompt_tokenizer(
+                build_prompt_tokenizer(), STAND_IN
+            )
+
+    def _prompt_tokenizer(self, tokenizer, source):
+        text = self.clap.config.text_config
+        return PromptTokenizer(
             tokenizer,
             text.vocab_size,
             text.pad_token_id,
-            max_text_length,
-            tokenizer_source,
+            self.max_text_length,
+            source,
         )
-        if source.state is not None:
-            self._load_clap(source.state, pretrained_path)
+
+    def _use_tokenizer(self, folder):
+        text = self.clap.config.text_config
+        tokenizer = load_tokenizer(folder, text.vocab_size, text.pad_token_id)
+        self.prompt_tokenizer = self._prompt_tokenizer(tokenizer, str(folder))
+
+    @mark_as_transfer
+    def load_pretrained(self, path):
+        """Load CLAP weights (a Hugging Face ``ClapModel`` folder declaring
+        this network, or a LAION-CLAP ``.pt``) and, unless
+        ``tokenizer_path`` was given, the folder's tokenizer. The transfer
+        hook SpeechBrain's ``Pretrainer`` calls; returns the model.
+
+        Raises
+        ------
+        CheckpointError
+            The weights declare another network or are audio-only.
+        ValueError
+            A LAION ``.pt`` without ``tokenizer_path``: its text tower was
+            trained with RoBERTa's ids.
+        """
+        source = self._read_pretrained(path)
+        if self.tokenizer_path is None:
+            if source.tokenizer_folder is None:
+                raise ValueError(
+                    f"{path} is a LAION-CLAP checkpoint without a "
+                    "tokenizer: set tokenizer_path to a folder holding the "
+                    "RoBERTa tokenizer (e.g. written by `ClapProcessor."
+                    f"from_pretrained('{CLAP_SOURCE}').tokenizer."
+                    "save_pretrained(folder)` on a machine with network "
+                    "access)"
+                )
+            self._use_tokenizer(source.tokenizer_folder)
+        self._load_clap(source.state, path)
+        return self
+
+    def _warn_if_stand_in(self):
+        global _warned_stand_in
+        if self.prompt_tokenizer.source != STAND_IN or _warned_stand_in:
+            return
+        _warned_stand_in = True  # once per process, not once per model
+        logger.warning(
+            "BTS prompts are tokenized by the stand-in offline byte-level "
+            "BPE (clap_tokenizer.build_prompt_tokenizer), not the RoBERTa "
+            "tokenizer of %s: right for random weights only",
+            CLAP_SOURCE,
+        )
 
     @property
     def tokenizer(self):
@@ -750,6 +788,7 @@ class BTS(_ClapBackbone):
                 f"BTS needs one prompt per waveform: {len(wavs)} waveforms "
                 f"but {count}"
             )
+        self._warn_if_stand_in()
         feats = self.features(wavs, lens)
         audio = self.clap.audio_model(input_features=feats).pooler_output
         audio = self.clap.audio_projection(audio)

@@ -31,6 +31,10 @@ torch.Size([2, 4])
 import logging
 
 import torch
+from speechbrain.utils.checkpoints import (
+    mark_as_transfer,
+    register_checkpoint_hooks,
+)
 
 from speechbrain_rsc.models.checkpoints import (
     load_matching,
@@ -73,13 +77,12 @@ class ConvBlock(torch.nn.Module):
         return torch.nn.functional.avg_pool2d(x, 2)
 
 
+@register_checkpoint_hooks
 class CNN6(FbankBackbone):
     """PANNs CNN6 on 128-bin fbank, with a new class head.
 
     Arguments
     ---------
-    pretrained_path : str, optional
-        A PANNs ``Cnn6_mAP=0.343.pth``, or a folder holding it.
     n_classes : int
     spec_augment : bool
         Mask the fbank while training.
@@ -98,9 +101,10 @@ class CNN6(FbankBackbone):
         The data's sample rate, checked against 16000.
     """
 
+    backbone_name = "cnn6"
+
     def __init__(
         self,
-        pretrained_path=None,
         n_classes=4,
         spec_augment=True,
         spec_augment_p=1.0,
@@ -131,13 +135,14 @@ class CNN6(FbankBackbone):
         self.dropout = torch.nn.Dropout(dropout)
         self.block_dropout = torch.nn.Dropout(block_dropout)
         self.head = torch.nn.Linear(channels[-1], n_classes)
-        if pretrained_path is not None:
-            self.load_panns(pretrained_path)
 
-    def load_panns(self, path):
-        """Load a PANNs CNN6 checkpoint: keep our head, drop the AudioSet
-        head and the extractor, and keep ``bn0`` fresh when its bin count
-        differs from ours.
+    @mark_as_transfer
+    def load_pretrained(self, path):
+        """Load a PANNs CNN6 checkpoint (``Cnn6_mAP=0.343.pth``, or a
+        folder holding it): keep our head, drop the AudioSet head and the
+        extractor, and keep ``bn0`` fresh when its bin count differs from
+        ours. The transfer hook SpeechBrain's ``Pretrainer`` calls;
+        returns the model.
 
         Raises
         ------
@@ -164,6 +169,7 @@ class CNN6(FbankBackbone):
             allow_missing=allow,
             allow_unexpected=PANNS_DROPPED,
         )
+        return self
 
     def embed(self, wavs):
         """The clip embedding ``[batch, channels[-1]]`` of waveforms."""

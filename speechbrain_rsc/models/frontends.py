@@ -17,6 +17,8 @@ import math
 import torch
 from torchaudio.compliance.kaldi import get_mel_banks
 
+from speechbrain_rsc.models.backbone import Backbone
+
 FBANK_MEAN = -4.2677393
 FBANK_STD = 4.5689974
 PREEMPHASIS = 0.97
@@ -271,7 +273,7 @@ class FbankFrontEnd(torch.nn.Module):
         return feats
 
 
-class FbankBackbone(torch.nn.Module):
+class FbankBackbone(Backbone):
     """Base of the backbones fed 16 kHz audio through :class:`FbankFrontEnd`.
 
     Example

@@ -32,6 +32,10 @@ torch.Size([2, 4])
 """
 
 import timm
+from speechbrain.utils.checkpoints import (
+    mark_as_transfer,
+    register_checkpoint_hooks,
+)
 from timm.models import adapt_input_conv
 
 from speechbrain_rsc.models.checkpoints import (
@@ -42,13 +46,12 @@ from speechbrain_rsc.models.checkpoints import (
 from speechbrain_rsc.models.frontends import FbankBackbone, FbankFrontEnd
 
 
+@register_checkpoint_hooks
 class TimmFbankCNN(FbankBackbone):
     """A timm image classifier over the 128-bin fbank.
 
     Arguments
     ---------
-    pretrained_path : str, optional
-        Local ImageNet weights in timm's layout (file or folder).
     n_classes : int
     spec_augment : bool
     spec_augment_p : float
@@ -70,7 +73,6 @@ class TimmFbankCNN(FbankBackbone):
 
     def __init__(
         self,
-        pretrained_path=None,
         n_classes=4,
         spec_augment=True,
         spec_augment_p=1.0,
@@ -96,11 +98,12 @@ class TimmFbankCNN(FbankBackbone):
             drop_rate=drop_rate,
             drop_path_rate=drop_path_rate,
         )
-        if pretrained_path is not None:
-            self.load_imagenet(pretrained_path)
 
-    def load_imagenet(self, path):
-        """Load ImageNet weights: 1-channel first conv, new classifier.
+    @mark_as_transfer
+    def load_pretrained(self, path):
+        """Load ImageNet weights in timm's layout (file or folder):
+        1-channel first conv, new classifier. The transfer hook
+        SpeechBrain's ``Pretrainer`` calls; returns the model.
 
         Raises
         ------
@@ -118,6 +121,7 @@ class TimmFbankCNN(FbankBackbone):
         load_matching(
             self.net, state, path, allow_missing=[head], allow_unexpected=[head]
         )
+        return self
 
     def forward(self, wavs, lens=None, prompts=None):
         """Logits ``[batch, n_classes]``; ``lens``, ``prompts`` unused."""
@@ -127,6 +131,7 @@ class TimmFbankCNN(FbankBackbone):
 class ResNet18(TimmFbankCNN):
     """ResNet18 (11.7M parameters in the paper's Table 2)."""
 
+    backbone_name = "resnet18"
     timm_name = "resnet18"
 
 
@@ -146,4 +151,5 @@ class EfficientNetB0(TimmFbankCNN):
     0.1875
     """
 
+    backbone_name = "efficientnet_b0"
     timm_name = "efficientnet_b0"
