@@ -211,6 +211,31 @@ def refuse_other_run(output_folder, hparams_file, overrides, **known):
     check_run(output_folder, current, keys=tuple(current))
 
 
+def check_backbone(backbone, model):
+    """Refuse a YAML whose ``backbone`` (the name its banks, folders and
+    report rows carry) is not the model it builds.
+
+    Example
+    -------
+    >>> from speechbrain_rsc.models.cnn6 import CNN6
+    >>> check_backbone("cnn6", CNN6(channels=[4, 8, 8, 8]))
+    >>> check_backbone("ast", CNN6(channels=[4, 8, 8, 8]))
+    Traceback (most recent call last):
+    ...
+    speechbrain_rsc.errors.OptionError: backbone: ast, but the model is a \
+speechbrain_rsc.models.cnn6.CNN6 ('cnn6'): set backbone: cnn6, or build \
+the model of 'ast'
+    """
+    name = getattr(model, "backbone_name", None)
+    if name != backbone:
+        cls = type(model)
+        raise OptionError(
+            f"backbone: {backbone}, but the model is a {cls.__module__}."
+            f"{cls.__qualname__} ({name!r}): set backbone: {name}, or build "
+            f"the model of {backbone!r}"
+        )
+
+
 def claim_run_folder(hparams_file, overrides, output_folder, provenance):
     """Lock the run folder and refuse it if it was made from other inputs
     or with other options; nothing is written but the lock.

@@ -35,7 +35,8 @@ def test_two_process_training_evaluates_like_one_process(tmp_path):
         "--number_of_epochs=1",
         "--batch_size=4",
         "--num_workers=0",
-        "--backbone_options={channels: [8, 16, 16, 32], spec_augment: False}",
+        "--channels=[8, 16, 16, 32]",
+        "--spec_augment=False",
         "--noprogressbar",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

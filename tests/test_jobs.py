@@ -45,7 +45,7 @@ def tiny_config(tmp_path, name="tiny", **changes):
         batch_size=4,
         num_workers=0,
     )
-    config["overrides"]["backbone_options"]["channels"] = [8, 16, 16, 32]
+    config["backbone_overrides"]["channels"] = [8, 16, 16, 32]
     config.update(changes)
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -148,7 +148,7 @@ def test_print_commands_lists_every_run_in_dependency_order(tmp_path, capsys):
         assert all(name.startswith("--") for name in options)
         folders.append(options["--output_folder"])
         assert options["--number_of_epochs"] == "1"
-        assert yaml.safe_load(options["--backbone_options"])["channels"] == [
+        assert yaml.safe_load(options["--channels"]) == [
             8,
             16,
             16,

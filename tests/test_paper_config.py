@@ -82,7 +82,7 @@ def test_every_run_of_the_paper_has_section_3_settings(paper):
             ), name
         rate = 48000 if backbone in NO_SPEC_AUGMENT else 16000
         assert (h["sample_rate"], h["duration"]) == (rate, 8.0), name
-        spec_augment = h["backbone_options"].get("spec_augment", False)
+        spec_augment = h.get("spec_augment", False)
         assert spec_augment is (backbone not in NO_SPEC_AUGMENT), name
         assert h["use_pretrained"] is True and h["pretrained_path"] is None
 
@@ -116,16 +116,15 @@ def bts_table2(tmp_path_factory):
                 "teacher_hparams": "hparams/cnn6.yaml",
                 "student_hparams": "hparams/distill_cnn6.yaml",
                 "overrides": {
-                    "backbone_options": {
-                        "channels": [8, 16, 16, 32],
-                        "spec_augment": False,
-                    }
+                    "channels": [8, 16, 16, 32],
+                    "spec_augment": False,
                 },
             }
         },
         "table2_k": 2,
         "table2_seeds": [1],
-        "overrides": {**tiny, "backbone_options": {"clap_config": TINY_CLAP}},
+        "overrides": tiny,
+        "backbone_overrides": {"clap_config": TINY_CLAP},
     }
     hparams = root / "bts.yaml"
     hparams.write_text(yaml.safe_dump(config))

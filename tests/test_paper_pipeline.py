@@ -35,7 +35,7 @@ def paper_run(tmp_path_factory):
             "resnet18": {
                 "teacher_hparams": "hparams/resnet18.yaml",
                 "student_hparams": "hparams/distill_resnet18.yaml",
-                "overrides": {"backbone_options": {"spec_augment": False}},
+                "overrides": {"spec_augment": False},
             }
         },
     )

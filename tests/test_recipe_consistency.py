@@ -38,6 +38,38 @@ def test_yaml_loads_with_only_data_and_output_overridden(yaml_file, tmp_path):
     assert hparams["modules"]["model"].sample_rate == hparams["sample_rate"]
 
 
+@pytest.mark.parametrize("yaml_file", TRAINING_YAMLS, ids=lambda p: p.stem)
+def test_yaml_names_its_model_class_and_fetches_nothing(
+    yaml_file, tmp_path, monkeypatch
+):
+    """The model is a ``!new:`` of its class, its weights a Pretrainer's;
+    loading the YAML fetches nothing (any fetch or socket fails here)."""
+    import socket
+
+    from speechbrain_rsc.models import BACKBONES, pretrained
+
+    def no_fetch(*args, **kwargs):
+        raise AssertionError("loading a YAML fetched weights")
+
+    monkeypatch.setattr(pretrained, "resolve_weights", no_fetch)
+    monkeypatch.setattr(socket.socket, "connect", no_fetch)
+    text = yaml_file.read_text(encoding="utf-8")
+    overrides = {"data_folder": str(tmp_path), "output_folder": str(tmp_path)}
+    hparams = load_hyperpyyaml(text, overrides)
+    model = hparams["model"]
+    cls = type(model)
+    assert f"model: !new:{cls.__module__}.{cls.__qualname__}\n" in text
+    assert cls is BACKBONES[hparams["backbone"]]
+    pretrainer = hparams["pretrainer"]
+    assert type(pretrainer) is pretrained.Pretrainer
+    assert pretrainer.loadables == {"model": model}
+    assert (
+        model.pending_weights == pretrained.DEFAULT_SOURCES[hparams["backbone"]]
+    )
+    assert model.weights_source is None
+    assert not (tmp_path / "save" / "pretrained").exists()
+
+
 def script_of(yaml_file):
     if yaml_file in PAPER_YAMLS:
         return RECIPE / "run_paper.py"

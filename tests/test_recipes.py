@@ -30,7 +30,7 @@ TINY = {
     "num_workers": 0,
     "lr": 0.003,
 }
-CNN6_TINY = "{spec_augment: True, channels: [8, 16, 32, 64]}"
+CNN6_TINY = {"spec_augment": True, "channels": "[8, 16, 32, 64]"}
 
 
 def run_script(script, hparams, **overrides):
@@ -47,7 +47,7 @@ def workspace(tmp_path_factory):
         **TINY,
         "synthetic_folder": root / "synthetic",
         "prepare_folder": root / "prepared",
-        "backbone_options": CNN6_TINY,
+        **CNN6_TINY,
     }
     return root, shared
 
@@ -153,7 +153,8 @@ def test_interrupted_teacher_resumes_to_the_same_result(workspace, monkeypatch):
 def test_student_distills_from_teacher_banks(student):
     bank = LogitBank.load(student / BANK_FILENAME)
     assert bank.info["role"] == "student"
-    assert bank.info["teacher_mode"] == "mean"
+    assert bank.info["targets"]["mode"] == "mean"
+    assert "teacher_mode" not in bank.info  # one record: targets
     assert bank.info["targets"]["text"].startswith("the softmax of the mean")
     assert bank.info["teacher_seeds"] == [1, 2]
     assert bank.info["converged"] is True

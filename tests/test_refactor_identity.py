@@ -44,7 +44,8 @@ TINY = {
     "number_of_epochs": 2,
     "batch_size": 4,
     "num_workers": 0,
-    "backbone_options": "{spec_augment: False, channels: [4, 8, 8, 8]}",
+    "spec_augment": False,
+    "channels": "[4, 8, 8, 8]",
     "bootstrap": 0,
 }
 

@@ -27,7 +27,8 @@ TINY = {
     "number_of_epochs": 2,
     "batch_size": 8,
     "num_workers": 0,
-    "backbone_options": "{spec_augment: False, channels: [4, 8, 8, 8]}",
+    "spec_augment": False,
+    "channels": "[4, 8, 8, 8]",
 }
 
 
@@ -147,11 +148,7 @@ def test_a_kill_during_export_leaves_no_bank(
         ("seed", 9, "run.seed: was 1, now 9"),
         ("lr", 0.01, "run.lr: was 0.001, now 0.01"),
         ("number_of_epochs", 3, "run.number_of_epochs: was 2, now 3"),
-        (
-            "backbone_options",
-            "{spec_augment: False, channels: [4, 8, 8, 16]}",
-            "run.backbone_options.channels[3]: was 8, now 16",
-        ),
+        ("channels", "[4, 8, 8, 16]", "run.channels[3]: was 8, now 16"),
     ],
 )
 def test_a_rerun_with_other_options_is_refused_naming_them(

@@ -109,8 +109,10 @@ def spied_runs(tmp_path_factory):
                 8,
                 "--num_workers",
                 0,
-                "--backbone_options",
-                "{spec_augment: False, channels: [4, 8, 8, 8]}",
+                "--spec_augment",
+                False,
+                "--channels",
+                "[4, 8, 8, 8]",
                 "--noprogressbar",
             )
     finally:

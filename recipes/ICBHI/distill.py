@@ -26,10 +26,10 @@ from hyperpyyaml import load_hyperpyyaml
 from speechbrain_rsc.bank import read_manifest, stack_logits
 from speechbrain_rsc.brains import BrainOptions, DistillBrain, TrainingDiverged
 from speechbrain_rsc.errors import reported_errors
-from speechbrain_rsc.models import load_pretrained
 from speechbrain_rsc.provenance import teacher_identity
 from speechbrain_rsc.recipe import (
     Protocol,
+    check_backbone,
     claim_run_folder,
     evaluate_and_export,
     fit,
@@ -70,6 +70,7 @@ if __name__ == "__main__":
         sb.utils.distributed.ddp_init_group(run_opts)  # no-op without torchrun
         with open(hparams_file, encoding="utf-8") as fin:
             hparams = load_hyperpyyaml(fin, overrides)
+        check_backbone(hparams["backbone"], hparams["model"])
         protocol = Protocol.named(
             hparams["protocol"], hparams["valid_fraction"]
         )
@@ -90,8 +91,8 @@ if __name__ == "__main__":
         )
         # The pretrained weights the YAML declares: fetched (main process
         # first), or an error saying how to get them.
-        run_on_main(load_pretrained, args=[hparams["modules"]["model"]])
-        load_pretrained(hparams["modules"]["model"])
+        run_on_main(hparams["pretrainer"].collect_files)
+        hparams["pretrainer"].load_collected()
 
         data = prepare_data(
             data_folder=hparams["data_folder"],
@@ -151,7 +152,6 @@ if __name__ == "__main__":
             "select_on": protocol.select_on,
             "duration": hparams["duration"],
             "pad": hparams["pad"],
-            "teacher_mode": targets.mode,
             "targets": targets.describe(),
             "teacher_backbone": hparams["teacher_backbone"]
             if teachers

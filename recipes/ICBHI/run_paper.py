@@ -408,12 +408,14 @@ def paper_stages(hparams, root):
         if "synthetic_recordings" in hparams:  # else each YAML's own
             shared["synthetic_recordings"] = hparams["synthetic_recordings"]
     teachers = (backbone, os.path.join(root, backbone))
+    # The model options of <backbone> (a Table 2 backbone has its own)
+    own = {**shared, **(hparams["backbone_overrides"] or {})}
     seeds = hparams["teacher_seeds"]
     teacher_jobs = [
         teacher_job(
             os.path.join(HERE, hparams["teacher_hparams"]),
             teachers[1],
-            shared,
+            own,
             seed,
             f"teacher {i}/{len(seeds)} (seed {seed})",
         )
@@ -428,7 +430,7 @@ def paper_stages(hparams, root):
         student_job(
             os.path.join(HERE, hparams["student_hparams"]),
             os.path.join(root, f"{backbone}-d"),
-            shared,
+            own,
             teachers,
             run,
             f"student {i}/{len(runs)} ({run[0]}, k={run[1]}, seed {run[2]})",

@@ -25,9 +25,9 @@ import sys
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain_rsc.brains import BrainOptions, TeacherBrain
 from speechbrain_rsc.errors import reported_errors
-from speechbrain_rsc.models import load_pretrained
 from speechbrain_rsc.recipe import (
     Protocol,
+    check_backbone,
     claim_run_folder,
     evaluate_and_export,
     fit,
@@ -47,6 +47,7 @@ if __name__ == "__main__":
         sb.utils.distributed.ddp_init_group(run_opts)  # no-op without torchrun
         with open(hparams_file, encoding="utf-8") as fin:
             hparams = load_hyperpyyaml(fin, overrides)
+        check_backbone(hparams["backbone"], hparams["model"])
         protocol = Protocol.named(
             hparams["protocol"], hparams["valid_fraction"]
         )
@@ -55,8 +56,8 @@ if __name__ == "__main__":
         refuse_other_run(hparams["output_folder"], hparams_file, overrides)
         # The pretrained weights the YAML declares: fetched (main process
         # first), or an error saying how to get them.
-        run_on_main(load_pretrained, args=[hparams["modules"]["model"]])
-        load_pretrained(hparams["modules"]["model"])
+        run_on_main(hparams["pretrainer"].collect_files)
+        hparams["pretrainer"].load_collected()
 
         data = prepare_data(
             data_folder=hparams["data_folder"],
