@@ -11,7 +11,7 @@ from), per-device and per-location tables, and PNG figures.
 Example
 -------
 >>> key = RunKey.from_info({"role": "student", "backbone": "cnn6",
-...     "teacher_mode": "mean", "teacher_seeds": [1, 2, 3],
+...     "targets": {"mode": "mean"}, "teacher_seeds": [1, 2, 3],
 ...     "teacher_backbone": "bts", "protocol": "paper"})
 >>> key.k
 3
@@ -151,7 +151,10 @@ class RunKey:
 
     @classmethod
     def from_info(cls, info):
-        """The key of a bank's ``info``, as the recipes record it."""
+        """The key of a bank's ``info``, as the recipes record it: a
+        student's mode is its ``targets`` record (the targets object the
+        YAML declared, resolved by ``Targets.describe``).
+        """
         common = {
             "role": info["role"],
             "backbone": info["backbone"],
@@ -163,7 +166,7 @@ class RunKey:
         return cls(
             **common,
             teacher_backbone=info.get("teacher_backbone"),
-            teacher_mode=info["teacher_mode"],
+            teacher_mode=info["targets"]["mode"],
             teacher_seeds=tuple(info.get("teacher_seeds") or ()),
         )
 
@@ -1011,7 +1014,7 @@ def plot_confusion(bank, path, split="test"):
     ax.set_ylabel("true")
     score = bank.score(split)["score"]
     ax.set_title(
-        f"{bank.name} ({bank.info.get('teacher_mode', 'teacher')}), "
+        f"{bank.name} ({bank.info.get('targets', {}).get('mode', 'teacher')}), "
         f"{split} Score {score:.2f}",
         fontsize=9,
     )

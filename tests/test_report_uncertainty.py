@@ -53,13 +53,13 @@ def write(root):
         save(
             root / "cnn6-d" / "mean" / str(seed),
             good(seed),
-            teacher_mode="mean",
+            targets={"mode": "mean"},
             **student,
         )
         save(
             root / "cnn6-d" / "raw" / str(seed),
             normal_only(seed),
-            teacher_mode="raw_logits",
+            targets={"mode": "raw_logits"},
             **student,
         )
     return write_report(root, root / "report", ["cnn6"], 2, 200, 0)
