@@ -148,12 +148,9 @@ def test_print_commands_lists_every_run_in_dependency_order(tmp_path, capsys):
         assert all(name.startswith("--") for name in options)
         folders.append(options["--output_folder"])
         assert options["--number_of_epochs"] == "1"
-        assert yaml.safe_load(options["--channels"]) == [
-            8,
-            16,
-            16,
-            32,
-        ]
+        # the main backbone's model options; Table 2's resnet18 has none
+        channels = [8, 16, 16, 32] if stage <= 2 else None
+        assert yaml.safe_load(options.get("--channels", "null")) == channels
         expected = {
             1: ("train_teacher.py", "cnn6.yaml"),
             2: ("distill.py", "distill_cnn6.yaml"),

@@ -16,7 +16,7 @@ def _bank(role, backbone, seed, score, mode=None):
     }
     if role == "student":
         info.update(
-            teacher_backbone="bts", teacher_mode=mode, teacher_seeds=[1, 2]
+            teacher_backbone="bts", targets={"mode": mode}, teacher_seeds=[1, 2]
         )
     return SimpleNamespace(info=info, source=f"{backbone}/{seed}/bank")
 
