@@ -439,6 +439,7 @@ def test_a_false_condition_keeps_the_random_weights(tmp_path):
         conditions={"model": False},
     )
     assert pretrainer.collect_files() == {}
+    assert not (tmp_path / "pretrained").exists()
     pretrainer.load_collected()
     assert getattr(model, "pending_weights", None) is None
     assert model.weights_source is None

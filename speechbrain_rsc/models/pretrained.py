@@ -124,10 +124,11 @@ class Pretrainer(parameter_transfer.Pretrainer):
         WeightsUnavailableError
             Naming the backbone, the source and the ways out.
         """
-        if self.collect_in is not None:
+        loading = self._to_load()
+        if loading and self.collect_in is not None:
             self.collect_in.mkdir(parents=True, exist_ok=True)
         collected = {}
-        for name, obj in self._to_load():
+        for name, obj in loading:
             backbone = getattr(obj, "backbone_name", None) or name
             path, record = resolve_weights(
                 self.source_of(name, default_source), backbone=backbone
