@@ -5,7 +5,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
+from test_weights import panns_checkpoint, sha256
 
 from speechbrain_rsc.bank import BANK_FILENAME, LogitBank
 from speechbrain_rsc.brains import TeacherBrain
@@ -15,8 +17,16 @@ from speechbrain_rsc.trained_model import load_trained
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "ICBHI"
 
 
-def test_two_process_training_evaluates_like_one_process(tmp_path):
+@pytest.mark.parametrize("pretrained", [False, True])
+def test_two_process_training_evaluates_like_one_process(tmp_path, pretrained):
+    """With pretrained weights, only the main process collects them; the
+    other loads what it linked into ``<save_folder>/pretrained``."""
     out = tmp_path / "out"
+    weights = ["--use_pretrained=False"]
+    if pretrained:
+        source = tmp_path / "panns_cnn6.pth"  # no '=': see test_weights
+        panns_checkpoint(source, seed=5)
+        weights = ["--use_pretrained=True", f"--pretrained_path={source}"]
     command = [
         sys.executable,
         "-m",
@@ -29,7 +39,7 @@ def test_two_process_training_evaluates_like_one_process(tmp_path):
         f"--output_folder={out}",
         f"--synthetic_folder={tmp_path / 'synthetic'}",
         f"--prepare_folder={tmp_path / 'prepared'}",
-        "--use_pretrained=False",
+        *weights,
         "--synthetic_recordings=8",
         "--duration=1.0",
         "--number_of_epochs=1",
@@ -50,6 +60,11 @@ def test_two_process_training_evaluates_like_one_process(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     bank = LogitBank.load(out / BANK_FILENAME)
+    link = out / "save" / "pretrained" / "model.ckpt"
+    assert link.exists() is pretrained
+    if pretrained:
+        assert link.resolve() == source.resolve()
+        assert bank.info["weights"]["sha256"] == sha256(source)
 
     # one process, same exported checkpoint, same test manifest
     model, _ = load_trained(out / "model")

@@ -490,3 +490,18 @@ def test_teacher_without_the_weights_stops_with_the_way_out(hub, tmp_path):
     assert CLAP_SOURCE in message and "--use_pretrained False" in message
     assert not (out / "bank.safetensors").exists()
     assert not list(out.glob("save/CKPT*"))
+
+
+def test_a_file_name_with_equals_mangled_by_the_command_line_is_named(
+    tmp_path,
+):
+    """SpeechBrain's parser turns `--pretrained_path=.../Cnn6_mAP=0.343.pth`
+    into `.../Cnn6_mAP 0.343.pth`: the error names the real file and why."""
+    real = tmp_path / "Cnn6_mAP=0.343.pth"
+    panns_checkpoint(real)
+    with pytest.raises(WeightsUnavailableError) as error:
+        resolve_weights(str(tmp_path / "Cnn6_mAP 0.343.pth"), "cnn6")
+    message = str(error.value)
+    assert f"but there is {real}" in message
+    assert "turns every '=' of a value into a space" in message
+    assert "rename the file without '='" in message

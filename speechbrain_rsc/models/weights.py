@@ -659,6 +659,21 @@ def _from_url(source, backbone):
     return str(dest), _record(source, "url", dest)
 
 
+def _with_equals_signs(path):
+    """The existing file that ``path`` names with its spaces read as
+    ``=``, or None (see :func:`resolve_weights`).
+
+    Example
+    -------
+    >>> _with_equals_signs(Path("/nonexistent/Cnn6_mAP 0.343.pth")) is None
+    True
+    """
+    if " " not in path.name:
+        return None
+    candidate = path.with_name(path.name.replace(" ", "="))
+    return candidate if candidate.exists() else None
+
+
 def resolve_weights(source, backbone="model", cache_dir=None):
     """A local path for ``source`` and the record of what it holds.
 
@@ -704,6 +719,17 @@ def resolve_weights(source, backbone="model", cache_dir=None):
     hub = parse_hub_id(source)
     if hub is not None:
         return _from_hub(source, *hub, backbone, cache_dir)
+    mangled = _with_equals_signs(local)
+    if mangled is not None:
+        raise _unavailable(
+            backbone,
+            source,
+            f"no such file, but there is {mangled}: SpeechBrain's command "
+            "line turns every '=' of a value into a space (PANNs names its "
+            "files Cnn6_mAP=0.343.pth)",
+            "rename the file without '=' and pass that name, or set "
+            "pretrained_path in the YAML itself",
+        )
     raise _unavailable(
         backbone,
         source,
