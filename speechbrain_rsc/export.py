@@ -72,7 +72,7 @@ def save_trained(model, folder, info, per_device=None):
     Arguments
     ---------
     model : torch.nn.Module
-        A backbone built by ``build_backbone`` (it carries
+        A :class:`~speechbrain_rsc.models.backbone.Backbone` (it carries
         ``backbone_config``); a DDP wrapper is unwrapped.
     folder : str or Path
         Output folder.

@@ -291,7 +291,7 @@ class RespiratoryClassifier(Pretrained):
     Arguments
     ---------
     modules : dict
-        ``model``: a backbone built by ``build_backbone`` or an
+        ``model``: a :class:`~speechbrain_rsc.models.backbone.Backbone` or an
         :class:`~speechbrain_rsc.brains.EnsembleModel` of them, weights
         loaded; it is prepared for inference here.
     hparams : dict

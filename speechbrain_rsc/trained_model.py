@@ -52,7 +52,7 @@ def save_model(model, folder, info):
     Arguments
     ---------
     model : torch.nn.Module
-        A backbone built by ``build_backbone`` (it carries
+        A :class:`~speechbrain_rsc.models.backbone.Backbone` (it carries
         ``backbone_config``); a DDP wrapper is unwrapped.
     folder : str or Path
         Output folder, made if missing.

@@ -35,8 +35,8 @@ had (offline and not cached, 404, bad hash ...), raises
 train from random weights with ``--use_pretrained False``. Nothing falls
 back to random weights.
 
-The record, a JSON-able dict that :func:`~speechbrain_rsc.models.
-build_backbone` attaches to the model as ``weights_source``:
+The record, a JSON-able dict that the :class:`~speechbrain_rsc.models.
+pretrained.Pretrainer` sets as the model's ``weights_source``:
 
 - ``source``: the string given;
 - ``kind``: ``"path"``, ``"hub"`` or ``"url"``;
