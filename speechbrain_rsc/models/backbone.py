@@ -45,10 +45,11 @@ class Backbone(torch.nn.Module):
     def __new__(cls, *args, **kwargs):
         """A new backbone, remembering ``args``/``kwargs`` by name."""
         model = super().__new__(cls)
-        bound = inspect.signature(cls.__init__).bind(model, *args, **kwargs)
+        signature = inspect.signature(cls.__init__)
+        bound = signature.bind(model, *args, **kwargs)
         options = {}
         for name, value in list(bound.arguments.items())[1:]:
-            kind = inspect.signature(cls.__init__).parameters[name].kind
+            kind = signature.parameters[name].kind
             if kind is inspect.Parameter.VAR_KEYWORD:
                 options.update(value)
             else:

@@ -267,8 +267,9 @@ def load_matching(
 
 
 def architecture_differences(declared, found, prefix=""):
-    """``(key, declared, found)`` for every size that differs between two
-    (nested) architecture dicts.
+    """``(key, declared, found)`` for every key of ``found`` whose value
+    differs in ``declared``, nested keys dotted (architecture sizes, or
+    any config's settings for :func:`check_settings`).
 
     Example
     -------
@@ -360,19 +361,9 @@ NOT_THE_NETWORK = frozenset(
 )
 
 
-def _flat(config, prefix=""):
-    flat = {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            flat.update(_flat(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def _plain(config):
     # as JSON gives them back: config.json reads (4, 4) as [4, 4]
-    return _flat(json.loads(json.dumps(config.to_dict(), default=str)))
+    return json.loads(json.dumps(config.to_dict(), default=str))
 
 
 def check_settings(source, declared, found, option, ignore=()):
@@ -416,21 +407,20 @@ the weights' config.json): set them in the options, {"hidden_dropout_prob": \
 0.1}
     """
     skip = NOT_THE_NETWORK | set(ignore)
-    mine, theirs = _plain(declared), _plain(found)
-    keys = sorted(
-        key
-        for key in mine
+    # walks the keys of its second argument: the declared config's
+    differing = architecture_differences(_plain(found), _plain(declared))
+    differing = sorted(
+        (key, mine, theirs)
+        for key, theirs, mine in differing
         if key.rsplit(".", 1)[-1] not in skip
-        and mine.get(key) != theirs.get(key)
     )
-    if not keys:
+    if not differing:
         return
     listed = ", ".join(
-        f"{key}: {mine.get(key)} declared, {theirs.get(key)} in the "
-        "weights' config.json"
-        for key in keys
+        f"{key}: {mine} declared, {theirs} in the weights' config.json"
+        for key, mine, theirs in differing
     )
-    wanted = json.dumps({key: theirs.get(key) for key in keys})
+    wanted = json.dumps({key: theirs for key, _, theirs in differing})
     raise CheckpointError(
         f"{source} sets the network otherwise than declared ({listed}): "
         f"set them in {option}, {wanted}"
