@@ -390,15 +390,14 @@ def _save_folder(folder, write):
 
 @dataclass(frozen=True)
 class ClapSource:
-    """What a CLAP backbone is built from: its config, its weights (in
-    ``ClapModel`` names; None for random weights) and the folder of its
-    prompt tokenizer (None: none comes with the weights).
+    """Pretrained CLAP weights as read: their config (None for a LAION
+    ``.pt``, which has none), their tensors (in ``ClapModel`` names) and
+    the folder of their prompt tokenizer (None: none comes with them).
     """
 
-    config: object  # transformers ClapConfig (or ClapAudioConfig)
-    state: dict = None
+    config: object  # transformers ClapConfig (or ClapAudioConfig), or None
+    state: dict
     tokenizer_folder: str = None
-    path: str = None  # where the weights came from, for messages
 
 
 # The ClapConfig options that decide the network's tensors.
@@ -468,15 +467,15 @@ def read_clap_source(path, allow_unsafe_pickle=False):
     path = Path(path)
     if path.is_dir():
         config = _read_hf_config(path)
-        return ClapSource(config, _read_hf_weights(path), str(path), str(path))
+        return ClapSource(config, _read_hf_weights(path), str(path))
     if path.is_file():
         laion = load_laion_checkpoint(path, allow_unsafe_pickle)
         state = convert_laion_clap_state_dict(laion)
-        return ClapSource(None, state, None, str(path))
+        return ClapSource(None, state)
     raise FileNotFoundError(f"pretrained weights not found: {path}")
 
 
-_warned_stand_in = False  # see _ClapBackbone.warn_stand_in
+_warned_stand_in = False  # see BTS._warn_if_stand_in
 
 
 class _ClapBackbone(Backbone):
