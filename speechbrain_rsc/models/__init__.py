@@ -17,8 +17,6 @@ Example
 import importlib
 from collections.abc import Mapping
 
-from speechbrain_rsc.models.pretrained import Pretrainer
-
 _REGISTRY = {
     "cnn6": ("speechbrain_rsc.models.cnn6", "CNN6"),
     "resnet18": ("speechbrain_rsc.models.timm_cnn", "ResNet18"),
@@ -97,6 +95,10 @@ def build_backbone(
     """
     model = BACKBONES[name](**dict(options or {}))
     if use_pretrained:
+        # Here, not at the top: the registry stays as light to import as
+        # the families it loads lazily (speechbrain.utils takes 2 s).
+        from speechbrain_rsc.models.pretrained import Pretrainer
+
         pretrainer = Pretrainer(
             loadables={"model": model}, paths={"model": pretrained_path}
         )
